@@ -1,0 +1,23 @@
+//! alive-proxy: a userspace TCP load balancer that replaces keepalived + kernel IPVS in
+//! front of Kubernetes ingress (ALB) nodes, reading the same `alive.yaml`.
+//!
+//! # Layout
+//! - [`config`]: `alive.yaml` and its pasted keepalived blocks → a validated [`config::Plan`].
+//! - [`dataplane`]: thread-per-core monoio workers: listeners on every VIP:port, schedulers,
+//!   the session relay. Reads the routing snapshot; never waits on the control plane.
+//! - [`health`]: keepalived's checkers (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK) as pure
+//!   state machines driven by tokio probes, plus passive detection fed by the data plane.
+//! - [`ha`]: who holds each VIP: leases (Kubernetes, etcd), the address over netlink, and
+//!   gratuitous ARP / unsolicited NA.
+//! - [`stats`]: per-worker counters and histograms, merged for `alive-proxy stats`,
+//!   the admin socket and Prometheus `/metrics`.
+//!
+//! The control plane (tokio) and the data plane (monoio) meet in three places only: the
+//! routing snapshot (arc-swap), per-worker stats, and a command channel per worker.
+
+pub mod app;
+pub mod config;
+pub mod dataplane;
+pub mod ha;
+pub mod health;
+pub mod stats;
