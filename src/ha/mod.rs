@@ -1,1 +1,8 @@
-//! placeholder module, filled by its owner.
+//! High availability: which LB host holds each VIP.
+//!
+//! - [`lease`]: the lock services (Kubernetes Lease, etcd) behind one [`lease::LeaseStore`]
+//!   trait.
+//! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
+
+pub mod lease;
+pub mod online;

@@ -1,0 +1,1 @@
+//! `alive-proxy check --online` (owner: kube helper).
