@@ -3,7 +3,7 @@
 # Idempotent: packages already present are skipped by apt-get.
 set -euo pipefail
 packages=(
-  build-essential pkg-config protobuf-compiler   # etcd-client's build needs protoc
+  build-essential pkg-config protobuf-compiler libprotobuf-dev  # etcd-client: protoc + well-known .protos
   iproute2 iputils-ping procps curl ca-certificates openssl
   nginx-light libnginx-mod-stream haproxy        # ALB stand-ins and side-by-side references
   etcd-server keepalived kubernetes-client       # lease backends' real peers, kubectl

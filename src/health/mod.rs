@@ -1,1 +1,5 @@
-//! placeholder module, filled by its owner.
+//! Health: keepalived's checkers with keepalived's semantics, plus passive detection.
+
+pub mod sink;
+
+pub use sink::{BackendStatus, HealthSink};
