@@ -1,0 +1,1 @@
+//! The merged snapshot as Prometheus metrics (prometheus-client, text format 0.0.4).

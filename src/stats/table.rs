@@ -1,0 +1,1 @@
+//! The `ipvsadm -ln`-like table `alive-proxy stats` prints, rendered from snapshots.
