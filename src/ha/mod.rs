@@ -6,3 +6,5 @@
 
 pub mod lease;
 pub mod online;
+pub mod ownership;
+pub mod timing;

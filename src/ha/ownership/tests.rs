@@ -1,0 +1,264 @@
+//! Deterministic tests of the ownership state machine, driven by hand.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn timing() -> Timing {
+    Timing::from_checks(ms(1000), ms(3000))
+}
+
+fn record(holder: Option<&str>, version: &str) -> LeaseRecord {
+    LeaseRecord {
+        holder: holder.map(str::to_owned),
+        version: version.to_owned(),
+        duration: ms(2000),
+        transitions: 0,
+    }
+}
+
+/// A host that has just read `rec` at `t0`.
+fn standby_after_read(rec: Option<LeaseRecord>, t0: Instant) -> Ownership {
+    let mut o = Ownership::new("me".into(), timing(), t0);
+    assert!(matches!(o.poll(t0), Decision::Get { .. }));
+    o.complete(t0, Outcome::Read(rec));
+    o
+}
+
+/// A host holding the lease since `t0` (record version "1").
+fn holder_at(t0: Instant) -> Ownership {
+    let mut o = standby_after_read(None, t0);
+    assert!(matches!(o.poll(t0), Decision::Create { .. }));
+    o.complete(t0, Outcome::Wrote(record(Some("me"), "1")));
+    assert_eq!(o.poll(t0), Decision::TakeOver);
+    o
+}
+
+#[test]
+fn absent_record_is_created_then_vip_taken_over() {
+    let t0 = Instant::now();
+    let o = holder_at(t0);
+    assert_eq!(o.role(), Role::Holder);
+}
+
+#[test]
+fn standby_waits_full_lease_duration_of_unchanged_record_before_acquiring() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(Some(record(Some("rival"), "7")), t0);
+    let mut now = t0;
+    while now < t0 + ms(2000) {
+        match o.poll(now) {
+            Decision::Wait(until) => now = until,
+            Decision::Get { .. } => {
+                o.complete(now, Outcome::Read(Some(record(Some("rival"), "7"))))
+            }
+            other => panic!(
+                "acquired or acted at {:?} before expiry: {other:?}",
+                now - t0
+            ),
+        }
+    }
+    match o.poll(t0 + ms(2000)) {
+        Decision::Update {
+            purpose: Purpose::Acquire,
+            prev,
+            ..
+        } => assert_eq!(prev.version, "7"),
+        other => panic!("expected acquire at expiry, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_version_restarts_the_expiry_clock() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(Some(record(Some("rival"), "7")), t0);
+    let t1 = t0 + ms(1500);
+    assert!(matches!(o.poll(t1), Decision::Get { .. }));
+    o.complete(t1, Outcome::Read(Some(record(Some("rival"), "8"))));
+    // Old version would have expired at t0+2s; the new one only at t1+2s.
+    match o.poll(t0 + ms(2100)) {
+        Decision::Get { .. } | Decision::Wait(_) => {}
+        other => panic!("acquired on a renewed record: {other:?}"),
+    }
+}
+
+#[test]
+fn longer_duration_in_record_is_honoured() {
+    let t0 = Instant::now();
+    let mut long = record(Some("rival"), "7");
+    long.duration = ms(10_000);
+    let mut o = standby_after_read(Some(long.clone()), t0);
+    let t1 = t0 + ms(5000);
+    assert!(matches!(o.poll(t1), Decision::Get { .. }));
+    o.complete(t1, Outcome::Read(Some(long)));
+    assert!(
+        matches!(o.poll(t1), Decision::Wait(_)),
+        "acquired before the holder's own 10 s duration"
+    );
+}
+
+#[test]
+fn released_record_is_acquired_at_once() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(Some(record(None, "9")), t0);
+    match o.poll(t0) {
+        Decision::Update {
+            purpose: Purpose::Acquire,
+            holder,
+            ..
+        } => assert_eq!(holder.as_deref(), Some("me")),
+        other => panic!("expected acquire of released record, got {other:?}"),
+    }
+}
+
+#[test]
+fn own_stale_record_is_reacquired_at_once() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(Some(record(Some("me"), "9")), t0);
+    assert!(matches!(
+        o.poll(t0),
+        Decision::Update {
+            purpose: Purpose::Acquire,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn holder_renews_every_renew_period() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    assert_eq!(o.poll(t0), Decision::Wait(t0 + ms(500)));
+    match o.poll(t0 + ms(500)) {
+        Decision::Update {
+            purpose: Purpose::Renew,
+            prev,
+            deadline,
+            ..
+        } => {
+            assert_eq!(prev.version, "1");
+            assert_eq!(
+                deadline,
+                t0 + ms(1500),
+                "renew bounded by the renew deadline"
+            );
+        }
+        other => panic!("expected renew, got {other:?}"),
+    }
+    o.complete(t0 + ms(510), Outcome::Wrote(record(Some("me"), "2")));
+    assert_eq!(o.poll(t0 + ms(510)), Decision::Wait(t0 + ms(1000)));
+}
+
+#[test]
+fn holder_that_cannot_renew_steps_down_exactly_at_renew_deadline() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    let mut now = t0;
+    loop {
+        match o.poll(now) {
+            Decision::Wait(until) => now = until,
+            Decision::Update { .. } => o.complete(now, Outcome::Failed),
+            Decision::StepDown(reason) => {
+                assert_eq!(reason, StepDownReason::DeadlineMissed);
+                assert_eq!(now, t0 + ms(1500), "stepped down at the wrong time");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            now <= t0 + ms(1500),
+            "still holding after the renew deadline"
+        );
+    }
+    assert!(t0 + timing().renew_deadline < t0 + timing().lease_duration);
+}
+
+#[test]
+fn renew_conflict_with_own_record_keeps_holding() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    let t1 = t0 + ms(500);
+    assert!(matches!(o.poll(t1), Decision::Update { .. }));
+    o.complete(t1, Outcome::Conflict);
+    assert!(matches!(o.poll(t1), Decision::Get { .. }));
+    o.complete(t1, Outcome::Read(Some(record(Some("me"), "3"))));
+    match o.poll(t1) {
+        Decision::Update {
+            purpose: Purpose::Renew,
+            prev,
+            ..
+        } => assert_eq!(prev.version, "3"),
+        other => panic!("expected renew from the re-read record, got {other:?}"),
+    }
+    assert_eq!(o.role(), Role::Holder);
+}
+
+#[test]
+fn renew_conflict_with_rival_record_steps_down() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    let t1 = t0 + ms(500);
+    assert!(matches!(o.poll(t1), Decision::Update { .. }));
+    o.complete(t1, Outcome::Conflict);
+    assert!(matches!(o.poll(t1), Decision::Get { .. }));
+    o.complete(t1, Outcome::Read(Some(record(Some("rival"), "3"))));
+    assert_eq!(o.poll(t1), Decision::StepDown(StepDownReason::Lost));
+    assert_eq!(o.role(), Role::Standby);
+}
+
+#[test]
+fn stop_while_holding_removes_vip_before_releasing() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    o.stop();
+    assert_eq!(o.poll(t0), Decision::StepDown(StepDownReason::Shutdown));
+    match o.poll(t0) {
+        Decision::Update {
+            purpose: Purpose::Release,
+            holder,
+            ..
+        } => assert_eq!(holder, None),
+        other => panic!("expected release after step-down, got {other:?}"),
+    }
+    o.complete(t0, Outcome::Wrote(record(None, "2")));
+    assert_eq!(o.poll(t0), Decision::Stopped);
+}
+
+#[test]
+fn stop_while_standby_stops_at_once() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(Some(record(Some("rival"), "1")), t0);
+    o.stop();
+    assert_eq!(o.poll(t0), Decision::Stopped);
+}
+
+#[test]
+fn stop_during_acquire_gives_lease_back_without_taking_vip() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(None, t0);
+    assert!(matches!(o.poll(t0), Decision::Create { .. }));
+    o.stop();
+    o.complete(t0, Outcome::Wrote(record(Some("me"), "1")));
+    assert!(matches!(
+        o.poll(t0),
+        Decision::Update {
+            purpose: Purpose::Release,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn acquire_answer_after_deadline_does_not_take_over() {
+    let t0 = Instant::now();
+    let mut o = standby_after_read(None, t0);
+    assert!(matches!(o.poll(t0), Decision::Create { .. }));
+    let late = t0 + timing().renew_deadline;
+    o.complete(late, Outcome::Wrote(record(Some("me"), "1")));
+    assert_ne!(o.poll(late), Decision::TakeOver);
+    assert_eq!(o.role(), Role::Standby);
+}
