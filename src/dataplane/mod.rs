@@ -1,1 +1,3 @@
 //! placeholder module, filled by its owner.
+
+pub mod scheduler;
