@@ -187,8 +187,10 @@ impl Merged {
             bucketed += n;
             let (low, width) = bucket_range(index);
             let mid = (low + width / 2).min(self.max_us.max(low));
-            // `saturating_record_n` cannot fail on an auto-resizing histogram.
-            hdr.saturating_record_n(mid, n);
+            // Auto-resizing, so it grows instead of failing; clamp should it ever refuse.
+            if hdr.record_n(mid, n).is_err() {
+                hdr.saturating_record_n(mid, n);
+            }
         }
         if bucketed == 0 {
             return summary;

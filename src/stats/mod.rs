@@ -14,9 +14,11 @@ pub mod admin;
 pub mod cli;
 pub mod control;
 pub mod histogram;
+mod http;
 pub mod prometheus;
 pub mod registry;
 pub mod snapshot;
+pub mod socket;
 pub mod table;
 
 pub use admin::Readiness;

@@ -1,0 +1,138 @@
+//! The admin socket protocol: the client sends one line naming a request, the daemon answers
+//! with one line of JSON and closes. Requests: `snapshot` → a [`StatsSnapshot`];
+//! `ping` → `"pong"`. Anything else → `{"error": "..."}`.
+//!
+//! Both ends live here: the tokio server the daemon runs and the blocking client
+//! `alive-proxy stats` uses.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::StatsRegistry;
+use super::snapshot::StatsSnapshot;
+
+pub const SNAPSHOT: &str = "snapshot";
+pub const PING: &str = "ping";
+/// Longer request lines are refused without reading on.
+const MAX_REQUEST: u64 = 256;
+/// A client that sends nothing for this long is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn accept_loop(listener: UnixListener, registry: Arc<StatsRegistry>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(stream, Arc::clone(&registry)));
+            }
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning; the next accept may work.
+                tracing::warn!(%err, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, registry: Arc<StatsRegistry>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let request = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    let reply = match request {
+        Ok(Ok(_)) => respond(line.trim(), &registry),
+        Ok(Err(err)) => error_json(&format!("reading request: {err}")),
+        Err(_) => return,
+    };
+    if let Err(err) = write.write_all(reply.as_bytes()).await {
+        tracing::debug!(%err, "admin socket client went away before the reply");
+    }
+    if let Err(err) = write.shutdown().await {
+        tracing::debug!(%err, "admin socket shutdown");
+    }
+}
+
+fn respond(request: &str, registry: &StatsRegistry) -> String {
+    let body = match request {
+        SNAPSHOT => serde_json::to_string(&registry.snapshot()),
+        PING => Ok("\"pong\"".to_owned()),
+        other => return error_json(&format!("unknown request {other:?}; try {SNAPSHOT:?}")),
+    };
+    match body {
+        Ok(mut json) => {
+            json.push('\n');
+            json
+        }
+        Err(err) => error_json(&format!("encoding the reply: {err}")),
+    }
+}
+
+fn error_json(message: &str) -> String {
+    let mut json = serde_json::json!({ "error": message }).to_string();
+    json.push('\n');
+    json
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "no alive-proxy daemon is listening on {path} ({source}); is `alive-proxy run` running, and is --socket right?"
+    )]
+    NoDaemon { path: PathBuf, source: io::Error },
+    #[error("admin socket {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("admin socket {path}: unexpected reply: {source}")]
+    Reply {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("admin socket {path}: the daemon answered: {message}")]
+    Refused { path: PathBuf, message: String },
+}
+
+/// Ask the daemon at `path` for a snapshot (blocking; for the CLI).
+pub fn request_snapshot(path: &Path, timeout: Duration) -> Result<StatsSnapshot, ClientError> {
+    let line = request(path, SNAPSHOT, timeout)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&line).map_err(|source| ClientError::Reply {
+            path: path.to_owned(),
+            source,
+        })?;
+    if let Some(message) = value.get("error").and_then(|m| m.as_str()) {
+        return Err(ClientError::Refused {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+    serde_json::from_value(value).map_err(|source| ClientError::Reply {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Send one request line and read the one-line reply.
+pub fn request(path: &Path, request: &str, timeout: Duration) -> Result<String, ClientError> {
+    let io_error = |source| ClientError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut stream = StdUnixStream::connect(path).map_err(|source| ClientError::NoDaemon {
+        path: path.to_owned(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(io_error)?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(io_error)?;
+    Ok(line)
+}
