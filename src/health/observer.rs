@@ -1,0 +1,21 @@
+//! Where health reports each backend's state for stats and the admin endpoint.
+//!
+//! `stats::ControlState` implements this once it exists; until then callers pass
+//! [`NoopObserver`]. Kept as a trait so health does not depend on how stats stores it.
+
+use crate::config::BackendKey;
+use crate::health::sink::BackendStatus;
+
+pub trait HealthObserver: Send + Sync + 'static {
+    /// Called on every backend transition (and once per backend at start), with the reason:
+    /// which check, at which origin in alive.yaml, and what error.
+    fn backend_health(&self, key: BackendKey, status: BackendStatus, reason: String);
+}
+
+/// Discards everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl HealthObserver for NoopObserver {
+    fn backend_health(&self, _key: BackendKey, _status: BackendStatus, _reason: String) {}
+}
