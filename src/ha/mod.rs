@@ -8,3 +8,5 @@ pub mod lease;
 pub mod online;
 pub mod ownership;
 pub mod timing;
+pub mod announce;
+pub mod vip;

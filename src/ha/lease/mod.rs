@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod etcd;
 pub mod kube;
 
 /// One observation of the lease record as the lock service stores it.
