@@ -1,7 +1,7 @@
 //! Where health reports each backend's state for stats and the admin endpoint.
 //!
-//! `stats::ControlState` implements this once it exists; until then callers pass
-//! [`NoopObserver`]. Kept as a trait so health does not depend on how stats stores it.
+//! `stats::ControlState` implements it (so `HealthSupervisor::spawn(.., registry.control())`
+//! works as the interface says); tests pass [`NoopObserver`] or a recorder.
 
 use crate::config::BackendKey;
 use crate::health::sink::BackendStatus;
@@ -18,4 +18,11 @@ pub struct NoopObserver;
 
 impl HealthObserver for NoopObserver {
     fn backend_health(&self, _key: BackendKey, _status: BackendStatus, _reason: String) {}
+}
+
+/// The process's stats/admin view of health.
+impl HealthObserver for crate::stats::ControlState {
+    fn backend_health(&self, key: BackendKey, status: BackendStatus, reason: String) {
+        crate::stats::ControlState::backend_health(self, key, status, reason);
+    }
 }

@@ -3,6 +3,7 @@
 //! every helper, hence the crate-wide allow.
 #![allow(dead_code)]
 
+pub mod health;
 pub mod kube_api;
 pub mod netns;
 pub mod ports;
