@@ -1,3 +1,317 @@
-//! placeholder module, filled by its owner.
+//! Data plane: thread-per-core monoio workers, listeners, schedulers, the session relay.
+//!
+//! # Layout
+//! - [`driver`]: io_uring detection and fallback to the legacy (epoll) driver; ring flags.
+//! - [`listener`]: SO_REUSEPORT + FREEBIND listening sockets, one per worker per VIP:port.
+//! - [`routing`]: the arc-swap routing snapshot and per-backend shared state; [`Routing`]
+//!   is the [`HealthSink`](crate::health::HealthSink) health writes to.
+//! - [`scheduler`]: the IPVS scheduler algorithms; [`scheduling`]: the per-connection view
+//!   handed to them.
+//! - [`worker`], [`command`], [`signal`]: one runtime per thread and how the control plane
+//!   steers it.
+//! - [`session`], [`connect`], [`relay`], [`pipes`], [`proxy_header`]: one client connection.
+//! - [`passive`]: connect failures reported to health.
+//!
+//! [`Dataplane`] is the handle the control plane holds: start, reload, stop.
 
+pub mod command;
+pub mod connect;
+pub mod driver;
+pub mod listener;
+pub mod passive;
+pub mod pipes;
+pub mod proxy_header;
+pub mod relay;
+pub mod routing;
 pub mod scheduler;
+pub mod scheduling;
+pub mod session;
+pub mod signal;
+pub mod worker;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+
+pub use driver::{DriverChoice, DriverKind};
+pub use passive::PassiveEvent;
+pub use routing::Routing;
+
+use command::WorkerCommand;
+use worker::{RelayOptions, WorkerSeed};
+
+use crate::config::Plan;
+use crate::stats::StatsRegistry;
+
+/// Tuning of the data plane (flags of `alive-proxy run`).
+#[derive(Debug, Clone, Copy)]
+pub struct DataplaneOptions {
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    pub driver: DriverChoice,
+    /// A direction switches from copy to splice after this many bytes; `None` = copy only.
+    pub splice_after: Option<u64>,
+    /// Pipe pairs per worker for splice (two fds each).
+    pub max_pipes_per_worker: usize,
+    /// Copy buffer per direction.
+    pub buffer_size: usize,
+}
+
+impl Default for DataplaneOptions {
+    fn default() -> Self {
+        DataplaneOptions {
+            workers: 0,
+            driver: DriverChoice::Auto,
+            splice_after: Some(DEFAULT_SPLICE_AFTER),
+            max_pipes_per_worker: 256,
+            buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// Bytes a direction copies before it moves to splice: past request/response sizes of
+/// typical HTTP traffic, where splice costs more than it saves.
+pub const DEFAULT_SPLICE_AFTER: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Driver(#[from] driver::DriverError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start data-plane worker {worker}: {source}")]
+    Worker {
+        worker: usize,
+        source: std::io::Error,
+    },
+}
+
+struct WorkerHandle {
+    commands: UnboundedSender<WorkerCommand>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running data plane.
+pub struct Dataplane {
+    routing: Arc<Routing>,
+    workers: Vec<WorkerHandle>,
+    listening: Mutex<BTreeSet<SocketAddr>>,
+    live: Arc<AtomicUsize>,
+    driver: DriverKind,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("workers", &self.workers.len())
+            .field("driver", &self.driver)
+            .finish_non_exhaustive()
+    }
+}
+
+fn listen_addrs(plan: &Plan) -> BTreeSet<SocketAddr> {
+    plan.instances
+        .iter()
+        .flat_map(|i| i.services.iter())
+        .map(|s| s.listen_addr())
+        .collect()
+}
+
+/// Binds `count` SO_REUSEPORT sockets per address; on failure nothing stays bound.
+fn bind_all(
+    addrs: &BTreeSet<SocketAddr>,
+    count: usize,
+) -> Result<Vec<Vec<(SocketAddr, std::net::TcpListener)>>, DataplaneError> {
+    let mut per_worker: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
+    for &addr in addrs {
+        let group = listener::bind_group(addr, count)
+            .map_err(|source| DataplaneError::Listen { addr, source })?;
+        for (slot, socket) in per_worker.iter_mut().zip(group) {
+            slot.push((addr, socket));
+        }
+    }
+    Ok(per_worker)
+}
+
+impl Dataplane {
+    pub fn start(
+        plan: &Plan,
+        options: DataplaneOptions,
+        stats: Arc<StatsRegistry>,
+        passive: tokio::sync::mpsc::UnboundedSender<PassiveEvent>,
+    ) -> Result<Dataplane, DataplaneError> {
+        let (driver, fallback_reason) = driver::resolve(options.driver)?;
+        if let Some(why) = fallback_reason {
+            tracing::warn!(%why, "io_uring unavailable; workers use the legacy (epoll) driver");
+        }
+        let count = match options.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let routing = Arc::new(Routing::new(plan));
+        let addrs = listen_addrs(plan);
+        let listeners = bind_all(&addrs, count)?;
+        let live = Arc::new(AtomicUsize::new(0));
+        let relay = RelayOptions {
+            splice_after: options.splice_after,
+            buffer_size: options.buffer_size,
+        };
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(usize, std::io::Result<()>)>();
+        let mut workers = Vec::with_capacity(count);
+        for (id, worker_listeners) in listeners.into_iter().enumerate() {
+            let (commands, receiver) = futures::channel::mpsc::unbounded();
+            let seed = WorkerSeed {
+                id,
+                routing: Arc::clone(&routing),
+                options: relay,
+                max_pipes: options.max_pipes_per_worker,
+                passive: passive.clone(),
+                stats: stats.worker(id),
+                live: Arc::clone(&live),
+                listeners: worker_listeners,
+                commands: receiver,
+            };
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("alive-dp-{id}"))
+                .spawn(move || {
+                    let signal_ready = ready.clone();
+                    let result = driver::block_on(driver, move || async move {
+                        tracing::info!(worker = id, %driver, "data-plane worker started");
+                        // The receiver may be gone if start already failed elsewhere.
+                        let _ = signal_ready.send((id, Ok(())));
+                        worker::run(seed).await;
+                    });
+                    if let Err(err) = result {
+                        let _ = ready.send((id, Err(err)));
+                    }
+                })
+                .map_err(|source| DataplaneError::Worker { worker: id, source })?;
+            workers.push(WorkerHandle {
+                commands,
+                thread: Some(thread),
+            });
+        }
+        drop(ready_tx);
+        routing.set_workers(workers.iter().map(|w| w.commands.clone()).collect());
+        let dataplane = Dataplane {
+            routing,
+            workers,
+            listening: Mutex::new(addrs),
+            live,
+            driver,
+        };
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((worker, Err(source))) => {
+                    dataplane.stop_now();
+                    return Err(DataplaneError::Worker { worker, source });
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(dataplane)
+    }
+
+    pub fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.routing)
+    }
+
+    pub fn driver(&self) -> DriverKind {
+        self.driver
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Sessions alive across all workers.
+    pub fn live_sessions(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Reload: binds listeners for new VIP:ports first (so a bind failure changes nothing),
+    /// publishes the new snapshot, then tells workers to add/remove listeners. Live sessions
+    /// are untouched, including those of removed services.
+    pub fn apply_plan(&self, plan: &Plan) -> Result<(), DataplaneError> {
+        let mut listening = match self.listening.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let wanted = listen_addrs(plan);
+        let added: BTreeSet<SocketAddr> = wanted.difference(&listening).copied().collect();
+        let removed: Vec<SocketAddr> = listening.difference(&wanted).copied().collect();
+        let new_listeners = bind_all(&added, self.workers.len())?;
+        self.routing.apply_plan(plan);
+        for (worker, sockets) in self.workers.iter().zip(new_listeners) {
+            for (addr, listener) in sockets {
+                self.send(worker, WorkerCommand::AddListener { addr, listener });
+            }
+            for addr in &removed {
+                self.send(worker, WorkerCommand::RemoveListener(*addr));
+            }
+        }
+        tracing::info!(added = ?added, removed = ?removed, "data plane reloaded");
+        *listening = wanted;
+        Ok(())
+    }
+
+    fn send(&self, worker: &WorkerHandle, command: WorkerCommand) {
+        if worker.commands.unbounded_send(command).is_err() {
+            tracing::warn!("data-plane worker is gone; command dropped");
+        }
+    }
+
+    fn broadcast(&self, command: impl Fn() -> WorkerCommand) {
+        for worker in &self.workers {
+            self.send(worker, command());
+        }
+    }
+
+    /// Graceful stop: close listeners, let sessions finish for up to `drain`, reset what is
+    /// left, then end the worker threads.
+    pub fn shutdown(mut self, drain: Duration) {
+        self.broadcast(|| WorkerCommand::StopAccepting);
+        let deadline = Instant::now() + drain;
+        while self.live_sessions() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = self.live_sessions();
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                ?drain,
+                "drain timeout; resetting remaining sessions"
+            );
+            self.broadcast(|| WorkerCommand::CloseAllSessions);
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while self.live_sessions() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.stop_now();
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take()
+                && thread.join().is_err()
+            {
+                tracing::error!("a data-plane worker panicked");
+            }
+        }
+    }
+
+    fn stop_now(&self) {
+        self.broadcast(|| WorkerCommand::Exit);
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod health;
 pub mod kube_api;
+pub mod dataplane;
 pub mod netns;
 pub mod ports;
 pub mod process;

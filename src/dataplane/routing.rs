@@ -1,0 +1,397 @@
+//! The routing snapshot: what every worker reads per connection, and what health writes.
+//!
+//! The plan's services become an immutable [`RoutingSnapshot`] published with arc-swap; a
+//! reload publishes a new one. Mutable per-backend facts (health state, effective weight,
+//! suspect mark, live session count, threshold state) live in [`BackendState`] behind an
+//! `Arc` that a reload carries over for every backend it keeps, so live sessions keep
+//! counting against the right backend and health's verdicts survive a reload. Workers
+//! only read the snapshot and touch atomics: the per-connection path takes no lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::command::WorkerCommand;
+use super::scheduler::SchedulerState;
+use super::scheduling::{membership_changed, scheduler_for};
+use crate::config::{Backend, BackendKey, OnBackendDown, Plan, Service};
+use crate::health::{BackendStatus, HealthSink};
+
+/// How long a backend stays out of picks after a connect failure on the data path when
+/// health does not answer sooner (health clears the mark when its re-probe finishes).
+pub const SUSPECT_HOLD: Duration = Duration::from_secs(3);
+
+/// Milliseconds since the first call: a cheap monotonic clock that fits in an atomic.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One backend's live state, shared by all workers and kept across reloads.
+#[derive(Debug)]
+pub struct BackendState {
+    pub key: BackendKey,
+    /// The weight the plan gave it; a reload that changes it overrides health's weight.
+    plan_weight: AtomicU32,
+    weight: AtomicU32,
+    up: AtomicBool,
+    suspect_until_ms: AtomicU64,
+    /// Sessions (and connects in progress) across all workers: lc/wlc/sed/nq read this.
+    active: AtomicU32,
+    upper_threshold: AtomicU32,
+    lower_threshold: AtomicU32,
+    /// Set when `active` reached `upper_threshold`; cleared below `lower_threshold`
+    /// (keepalived's uthreshold/lthreshold hysteresis).
+    overloaded: AtomicBool,
+}
+
+impl BackendState {
+    fn new(key: BackendKey, backend: Option<&Backend>) -> Self {
+        let (weight, up, upper, lower) = match backend {
+            // `alpha`: down until the first successful check; no checks = always up.
+            Some(b) => (
+                b.weight,
+                !b.alpha || b.checks.is_empty(),
+                b.upper_threshold,
+                b.lower_threshold,
+            ),
+            // The sorry server: always up, weight 1, no thresholds.
+            None => (1, true, 0, 0),
+        };
+        BackendState {
+            key,
+            plan_weight: AtomicU32::new(weight),
+            weight: AtomicU32::new(weight),
+            up: AtomicBool::new(up),
+            suspect_until_ms: AtomicU64::new(0),
+            active: AtomicU32::new(0),
+            upper_threshold: AtomicU32::new(upper),
+            lower_threshold: AtomicU32::new(lower),
+            overloaded: AtomicBool::new(false),
+        }
+    }
+
+    fn update_from_plan(&self, backend: &Backend) {
+        let old_plan_weight = self.plan_weight.swap(backend.weight, Ordering::Relaxed);
+        if old_plan_weight != backend.weight {
+            self.weight.store(backend.weight, Ordering::Relaxed);
+        }
+        self.upper_threshold
+            .store(backend.upper_threshold, Ordering::Relaxed);
+        self.lower_threshold
+            .store(backend.lower_threshold, Ordering::Relaxed);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.key.backend
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn is_suspect(&self, now_ms: u64) -> bool {
+        self.suspect_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// A connect on the data path failed: keep new connections away until health re-probes.
+    pub fn mark_suspect(&self) {
+        self.suspect_until_ms.store(
+            now_ms() + SUSPECT_HOLD.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether the thresholds let it take one more session (updates the hysteresis flag).
+    pub fn under_threshold(&self) -> bool {
+        let upper = self.upper_threshold.load(Ordering::Relaxed);
+        if upper == 0 {
+            return true;
+        }
+        let active = self.active();
+        if self.overloaded.load(Ordering::Relaxed) {
+            let lower = match self.lower_threshold.load(Ordering::Relaxed) {
+                0 => upper,
+                lower => lower,
+            };
+            if active < lower {
+                self.overloaded.store(false, Ordering::Relaxed);
+                return true;
+            }
+            return false;
+        }
+        if active >= upper {
+            self.overloaded.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Eligible for a new connection (before per-connection "already tried").
+    pub fn eligible(&self, now_ms: u64) -> bool {
+        self.is_up() && self.weight() > 0 && !self.is_suspect(now_ms) && self.under_threshold()
+    }
+
+    /// Counts a session (or a connect in progress); the guard uncounts it when dropped.
+    pub fn open_session(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(self))
+    }
+}
+
+/// Decrements a backend's active count on drop.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<BackendState>);
+
+impl ActiveGuard {
+    pub fn backend(&self) -> &Arc<BackendState> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-service facts that outlive a snapshot: the quorum/sorry state and live sessions.
+#[derive(Debug, Default)]
+pub struct ServiceShared {
+    pub sorry: AtomicBool,
+    pub active: AtomicU32,
+}
+
+/// Counts a client session against its service's `max_connections`.
+#[derive(Debug)]
+pub struct ServiceGuard(Arc<ServiceShared>);
+
+impl ServiceShared {
+    /// Admits one more session unless `limit` (0 = unlimited) is reached.
+    pub fn try_admit(self: &Arc<Self>, limit: u32) -> Option<ServiceGuard> {
+        let previous = self.active.fetch_add(1, Ordering::Relaxed);
+        if limit != 0 && previous >= limit {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ServiceGuard(Arc::clone(self)))
+    }
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One VIP:port in one snapshot.
+#[derive(Debug)]
+pub struct ServiceRoute {
+    pub config: Service,
+    pub backends: Vec<Arc<BackendState>>,
+    pub sorry_backend: Option<Arc<BackendState>>,
+    pub shared: Arc<ServiceShared>,
+    pub scheduler: Arc<SchedulerState>,
+}
+
+impl ServiceRoute {
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.config.listen_addr()
+    }
+
+    pub fn sorry_active(&self) -> bool {
+        self.shared.sorry.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything workers route by; immutable once published.
+#[derive(Debug, Default)]
+pub struct RoutingSnapshot {
+    pub services: HashMap<SocketAddr, Arc<ServiceRoute>>,
+    /// Bumped on every publish (reload or membership change) so workers can refresh caches.
+    pub generation: u64,
+}
+
+impl RoutingSnapshot {
+    pub fn backend(&self, key: &BackendKey) -> Option<&Arc<BackendState>> {
+        let service = self.services.get(&key.service)?;
+        service
+            .backends
+            .iter()
+            .chain(service.sorry_backend.iter())
+            .find(|b| b.key == *key)
+    }
+}
+
+/// Builds the snapshot for `plan`, reusing the state of backends and services that `old`
+/// already has.
+fn build_snapshot(plan: &Plan, old: &RoutingSnapshot) -> RoutingSnapshot {
+    let mut services = HashMap::new();
+    for service in plan.instances.iter().flat_map(|i| i.services.iter()) {
+        let listen = service.listen_addr();
+        let old_service = old.services.get(&listen);
+        let reuse = |key: BackendKey| old_service.and_then(|_| old.backend(&key)).cloned();
+        let backends = service
+            .backends
+            .iter()
+            .map(|b| {
+                let key = BackendKey {
+                    service: listen,
+                    backend: b.addr,
+                };
+                match reuse(key) {
+                    Some(state) => {
+                        state.update_from_plan(b);
+                        state
+                    }
+                    None => Arc::new(BackendState::new(key, Some(b))),
+                }
+            })
+            .collect::<Vec<_>>();
+        let sorry_backend = service.sorry_server.map(|addr| {
+            let key = BackendKey {
+                service: listen,
+                backend: addr,
+            };
+            reuse(key).unwrap_or_else(|| Arc::new(BackendState::new(key, None)))
+        });
+        let shared = old_service
+            .map(|s| Arc::clone(&s.shared))
+            .unwrap_or_default();
+        let scheduler = scheduler_for(service, old_service.map(|s| (&s.config, &s.scheduler)));
+        membership_changed(&scheduler, &backends);
+        services.insert(
+            listen,
+            Arc::new(ServiceRoute {
+                config: service.clone(),
+                backends,
+                sorry_backend,
+                shared,
+                scheduler,
+            }),
+        );
+    }
+    RoutingSnapshot {
+        services,
+        generation: old.generation + 1,
+    }
+}
+
+/// The published snapshot plus the way back to the workers; implements [`HealthSink`].
+pub struct Routing {
+    snapshot: ArcSwap<RoutingSnapshot>,
+    workers: Mutex<Vec<futures::channel::mpsc::UnboundedSender<WorkerCommand>>>,
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routing")
+            .field("snapshot", &self.snapshot.load())
+            .finish()
+    }
+}
+
+impl Routing {
+    pub fn new(plan: &Plan) -> Self {
+        Routing {
+            snapshot: ArcSwap::from_pointee(build_snapshot(plan, &RoutingSnapshot::default())),
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The current snapshot (workers call this per connection).
+    pub fn load(&self) -> arc_swap::Guard<Arc<RoutingSnapshot>> {
+        self.snapshot.load()
+    }
+
+    pub fn current(&self) -> Arc<RoutingSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Publishes the snapshot for a reloaded plan.
+    pub fn apply_plan(&self, plan: &Plan) {
+        let old = self.snapshot.load_full();
+        self.snapshot.store(Arc::new(build_snapshot(plan, &old)));
+    }
+
+    pub(super) fn set_workers(
+        &self,
+        workers: Vec<futures::channel::mpsc::UnboundedSender<WorkerCommand>>,
+    ) {
+        if let Ok(mut slot) = self.workers.lock() {
+            *slot = workers;
+        }
+    }
+
+    fn tell_workers(&self, command: impl Fn() -> WorkerCommand) {
+        let Ok(workers) = self.workers.lock() else {
+            return;
+        };
+        for worker in workers.iter() {
+            // A worker that has exited (shutdown) has nothing left to close.
+            if worker.unbounded_send(command()).is_err() {
+                tracing::debug!("worker command channel closed");
+            }
+        }
+    }
+}
+
+impl HealthSink for Routing {
+    fn backend_changed(&self, key: BackendKey, status: BackendStatus) {
+        let snapshot = self.snapshot.load();
+        let Some(service) = snapshot.services.get(&key.service) else {
+            tracing::debug!(?key, "health result for a backend no longer in the plan");
+            return;
+        };
+        let Some(backend) = snapshot.backend(&key) else {
+            tracing::debug!(?key, "health result for a backend no longer in the plan");
+            return;
+        };
+        backend.suspect_until_ms.store(0, Ordering::Relaxed);
+        let was_up = backend.up.load(Ordering::Relaxed);
+        let old_weight = backend.weight.load(Ordering::Relaxed);
+        match status {
+            BackendStatus::Up { weight } => {
+                backend.weight.store(weight, Ordering::Relaxed);
+                backend.up.store(true, Ordering::Relaxed);
+            }
+            BackendStatus::Down => {
+                backend.up.store(false, Ordering::Relaxed);
+                if was_up && service.config.on_backend_down == OnBackendDown::Close {
+                    self.tell_workers(|| WorkerCommand::CloseBackend(key));
+                }
+            }
+        }
+        let now_up = backend.up.load(Ordering::Relaxed);
+        if was_up != now_up || old_weight != backend.weight.load(Ordering::Relaxed) {
+            tracing::info!(service = %key.service, backend = %key.backend, ?status, "backend state applied");
+            membership_changed(&service.scheduler, &service.backends);
+        }
+    }
+
+    fn sorry_active(&self, service: SocketAddr, active: bool) {
+        let snapshot = self.snapshot.load();
+        match snapshot.services.get(&service) {
+            Some(route) => {
+                let was = route.shared.sorry.swap(active, Ordering::Relaxed);
+                if was != active {
+                    tracing::warn!(%service, sorry_server = ?route.config.sorry_server, active, "sorry server switched");
+                }
+            }
+            None => tracing::debug!(%service, "sorry state for a service no longer in the plan"),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! One client connection, from accept to close: admit it against the service limit, pick
+//! and connect a backend (retrying the next eligible one on refusal or timeout, reporting
+//! each failure to health at once), send the PROXY header, relay, and close the way the
+//! session ended (FIN for a clean end, RST where a reset must be propagated).
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+use super::connect::{connect, set_reset_on_close};
+use super::passive::PassiveEvent;
+use super::proxy_header;
+use super::relay::{RelayEnv, RelayError, relay};
+use super::routing::{ActiveGuard, BackendState, ServiceRoute, now_ms};
+use super::scheduling::{ConnCandidates, Tried};
+use super::worker::{ServiceStatsSet, Worker};
+use crate::stats::BackendStats;
+
+/// Why a relayed session ended.
+enum End {
+    Relay(Result<super::relay::Moved, RelayError>),
+    /// The backend went down (close mode), or the data plane is stopping.
+    Closed,
+    Idle,
+}
+
+/// Closes `stream` with RST: the client is refused, or its session must be torn down.
+fn reset(stream: TcpStream) {
+    set_reset_on_close(stream.as_raw_fd());
+    drop(stream);
+}
+
+pub async fn serve(worker: Rc<Worker>, client: TcpStream, peer: SocketAddr, listen: SocketAddr) {
+    let accepted_at = Instant::now();
+    let _live = worker.count_live();
+    let snapshot = worker.routing.current();
+    let Some(route) = snapshot.services.get(&listen).cloned() else {
+        // The service was removed by a reload while this connection sat in the backlog.
+        reset(client);
+        return;
+    };
+    let stats = worker.stats_for(&snapshot, &route);
+    stats.service.accepted();
+    let Some(_admitted) = route.shared.try_admit(route.config.max_connections) else {
+        stats.service.refused_limit();
+        reset(client);
+        stats.service.session_closed(accepted_at.elapsed());
+        return;
+    };
+    if let Err(err) = client.set_nodelay(true) {
+        tracing::debug!(%peer, %err, "TCP_NODELAY on client socket");
+    }
+    let Some(connected) = connect_backend(&worker, &route, &stats, peer).await else {
+        stats.service.no_backend();
+        tracing::debug!(%peer, service = %listen, "no backend could take the connection; reset");
+        reset(client);
+        stats.service.session_closed(accepted_at.elapsed());
+        return;
+    };
+    let local = client.local_addr().unwrap_or(listen);
+    run_session(&worker, &route, client, connected, peer, local).await;
+    stats.service.session_closed(accepted_at.elapsed());
+}
+
+struct Connected {
+    stream: TcpStream,
+    guard: ActiveGuard,
+    stats: BackendStats,
+    at: Instant,
+}
+
+async fn connect_backend(
+    worker: &Worker,
+    route: &ServiceRoute,
+    stats: &ServiceStatsSet,
+    peer: SocketAddr,
+) -> Option<Connected> {
+    let config = &route.config;
+    let source = config.transparent.then_some(peer);
+    let mut tried = Tried::default();
+    let attempts = config.connect_attempts.max(1);
+    if route.sorry_active() {
+        let sorry = route.sorry_backend.as_ref()?;
+        return attempt(
+            worker,
+            sorry,
+            stats.sorry.as_ref()?,
+            config.connect_timeout,
+            source,
+        )
+        .await;
+    }
+    for attempt_no in 0..attempts {
+        let candidates = ConnCandidates {
+            backends: &route.backends,
+            tried: &tried,
+            now_ms: now_ms(),
+        };
+        let Some(index) = route.scheduler.pick(&candidates, peer.ip(), Instant::now()) else {
+            break;
+        };
+        tried.insert(index);
+        let (backend, backend_stats) = (&route.backends[index], &stats.backends[index]);
+        if let Some(connected) = attempt(
+            worker,
+            backend,
+            backend_stats,
+            config.connect_timeout,
+            source,
+        )
+        .await
+        {
+            return Some(connected);
+        }
+        if attempt_no + 1 < attempts {
+            backend_stats.retried();
+        }
+    }
+    // Nothing in the pool could take it: the sorry server is the last resort, as in IPVS.
+    if let (Some(sorry), Some(sorry_stats)) = (&route.sorry_backend, &stats.sorry) {
+        return attempt(worker, sorry, sorry_stats, config.connect_timeout, source).await;
+    }
+    None
+}
+
+async fn attempt(
+    worker: &Worker,
+    backend: &Arc<BackendState>,
+    stats: &BackendStats,
+    timeout: Duration,
+    source: Option<SocketAddr>,
+) -> Option<Connected> {
+    let guard = backend.open_session();
+    let started = Instant::now();
+    match connect(backend.addr(), timeout, source).await {
+        Ok(stream) => {
+            stats.connect_ok(started.elapsed());
+            Some(Connected {
+                stream,
+                guard,
+                stats: stats.clone(),
+                at: Instant::now(),
+            })
+        }
+        Err(err) => {
+            stats.connect_failed();
+            backend.mark_suspect();
+            worker.report_passive(PassiveEvent {
+                key: backend.key,
+                error: err.kind(),
+            });
+            tracing::debug!(backend = %backend.addr(), %err, "backend connect failed; trying the next");
+            None
+        }
+    }
+}
+
+async fn run_session(
+    worker: &Rc<Worker>,
+    route: &ServiceRoute,
+    client: TcpStream,
+    connected: Connected,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let Connected {
+        stream: backend,
+        guard,
+        stats,
+        at,
+    } = connected;
+    let key = guard.backend().key;
+    let registration = worker.register_session(key);
+    stats.session_opened();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut backend_read, mut backend_write) = backend.into_split();
+
+    let header = proxy_header::encode(route.config.proxy_protocol, peer, local);
+    let mut end = None;
+    if !header.is_empty() {
+        let (result, _) = backend_write.write_all(header).await;
+        if let Err(error) = result {
+            end = Some(End::Relay(Err(RelayError {
+                leg: super::relay::Leg::Backend,
+                error,
+            })));
+        }
+    }
+    let last_activity = Cell::new(now_ms());
+    let env = RelayEnv {
+        pipes: &worker.pipes,
+        splice_after: worker.options.splice_after,
+        buffer_size: worker.options.buffer_size,
+        last_activity: &last_activity,
+        stats: &stats,
+        connected_at: at,
+    };
+    let end = match end {
+        Some(end) => end,
+        None => {
+            monoio::select! {
+                result = relay(&mut client_read, &mut client_write, &mut backend_read, &mut backend_write, &env) => End::Relay(result),
+                _ = registration.signal.wait() => End::Closed,
+                _ = idle_watch(&last_activity, route.config.idle_timeout) => End::Idle,
+            }
+        }
+    };
+    let reset_both = match &end {
+        End::Relay(Ok(_)) => false,
+        End::Relay(Err(failure)) => {
+            tracing::debug!(%peer, backend = %key.backend, leg = ?failure.leg, error = %failure.error, "session reset");
+            true
+        }
+        End::Closed => {
+            tracing::debug!(%peer, backend = %key.backend, "session closed by the data plane");
+            true
+        }
+        End::Idle => {
+            tracing::debug!(%peer, backend = %key.backend, "session idle timeout");
+            true
+        }
+    };
+    // Reunite so the close is a plain close(2): dropping a lone write half would shut it
+    // down first and send FIN ahead of the RST.
+    let client = client_read.reunite(client_write);
+    let backend = backend_read.reunite(backend_write);
+    if reset_both {
+        stats.reset();
+        if let Ok(client) = &client {
+            set_reset_on_close(client.as_raw_fd());
+        }
+        if let Ok(backend) = &backend {
+            set_reset_on_close(backend.as_raw_fd());
+        }
+    }
+    drop((client, backend));
+    stats.session_closed(at.elapsed());
+    drop(registration);
+    drop(guard);
+}
+
+/// Resolves once nothing has moved either way for `idle`.
+async fn idle_watch(last_activity: &Cell<u64>, idle: Duration) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let quiet_for = now_ms().saturating_sub(last_activity.get());
+        if quiet_for >= idle_ms {
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(idle_ms - quiet_for)).await;
+    }
+}

@@ -1,0 +1,299 @@
+//! One data-plane worker: a monoio runtime on its own thread with its own SO_REUSEPORT
+//! listener on every VIP:port, the sessions it accepted, its pipe pool and its stats shard.
+//! It obeys [`WorkerCommand`]s from the control plane and shares nothing else with other
+//! workers but the routing snapshot and the per-backend atomics in it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
+use monoio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::command::WorkerCommand;
+use super::listener::is_resource_exhaustion;
+use super::passive::PassiveEvent;
+use super::pipes::PipePool;
+use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
+use super::session;
+use super::signal::Signal;
+use crate::config::BackendKey;
+use crate::stats::{BackendStats, ServiceStats, WorkerStats};
+
+/// How long accepting pauses when the process or system is out of descriptors or memory:
+/// long enough for sessions to end and free some, short enough to stay responsive.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one "out of descriptors" log line per worker per this many milliseconds.
+const ACCEPT_LOG_EVERY_MS: u64 = 5_000;
+
+/// Relay tuning shared by all sessions of a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayOptions {
+    pub splice_after: Option<u64>,
+    pub buffer_size: usize,
+}
+
+/// A worker's stats handles for one service, resolved once per snapshot.
+pub struct ServiceStatsSet {
+    pub service: ServiceStats,
+    /// Index-aligned with `ServiceRoute::backends`.
+    pub backends: Vec<BackendStats>,
+    pub sorry: Option<BackendStats>,
+}
+
+#[derive(Default)]
+struct StatsCache {
+    generation: u64,
+    services: HashMap<SocketAddr, Rc<ServiceStatsSet>>,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub routing: Arc<Routing>,
+    pub options: RelayOptions,
+    pub pipes: Rc<PipePool>,
+    passive: UnboundedSender<PassiveEvent>,
+    stats: WorkerStats,
+    stats_cache: RefCell<StatsCache>,
+    sessions: RefCell<HashMap<u64, (BackendKey, Rc<Signal>)>>,
+    next_session: Cell<u64>,
+    listeners: RefCell<HashMap<SocketAddr, Rc<Signal>>>,
+    /// Sessions alive across all workers, for the drain at shutdown.
+    live: Arc<AtomicUsize>,
+    last_accept_warning_ms: Cell<Option<u64>>,
+}
+
+/// Everything a worker thread needs, built on the control thread (all `Send`).
+pub struct WorkerSeed {
+    pub id: usize,
+    pub routing: Arc<Routing>,
+    pub options: RelayOptions,
+    pub max_pipes: usize,
+    pub passive: UnboundedSender<PassiveEvent>,
+    pub stats: WorkerStats,
+    pub live: Arc<AtomicUsize>,
+    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
+    pub commands: UnboundedReceiver<WorkerCommand>,
+}
+
+/// Unregisters a session from its worker when it ends.
+pub struct SessionRegistration {
+    worker: Rc<Worker>,
+    id: u64,
+    pub signal: Rc<Signal>,
+}
+
+impl Drop for SessionRegistration {
+    fn drop(&mut self) {
+        self.worker.sessions.borrow_mut().remove(&self.id);
+    }
+}
+
+/// Counts a session in the process-wide live count while it exists.
+pub struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    pub fn count_live(&self) -> LiveGuard {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(Arc::clone(&self.live))
+    }
+
+    pub fn report_passive(&self, event: PassiveEvent) {
+        // Health may not be running (tests, or shutting down); the suspect mark still holds.
+        if self.passive.send(event).is_err() {
+            tracing::trace!(?event, "no health receiver for a passive failure");
+        }
+    }
+
+    pub fn register_session(self: &Rc<Self>, key: BackendKey) -> SessionRegistration {
+        let id = self.next_session.get();
+        self.next_session.set(id + 1);
+        let signal = Rc::new(Signal::default());
+        self.sessions
+            .borrow_mut()
+            .insert(id, (key, Rc::clone(&signal)));
+        SessionRegistration {
+            worker: Rc::clone(self),
+            id,
+            signal,
+        }
+    }
+
+    /// The stats handles for `route` in `snapshot`, resolved on first use per snapshot.
+    pub fn stats_for(
+        &self,
+        snapshot: &RoutingSnapshot,
+        route: &ServiceRoute,
+    ) -> Rc<ServiceStatsSet> {
+        let mut cache = self.stats_cache.borrow_mut();
+        if cache.generation != snapshot.generation {
+            cache.services.clear();
+            cache.generation = snapshot.generation;
+        }
+        let listen = route.listen_addr();
+        if let Some(set) = cache.services.get(&listen) {
+            return Rc::clone(set);
+        }
+        let set = Rc::new(ServiceStatsSet {
+            service: self.stats.service(listen),
+            backends: route
+                .backends
+                .iter()
+                .map(|b| self.stats.backend(b.key))
+                .collect(),
+            sorry: route
+                .sorry_backend
+                .as_ref()
+                .map(|b| self.stats.backend(b.key)),
+        });
+        cache.services.insert(listen, Rc::clone(&set));
+        set
+    }
+
+    fn add_listener(self: &Rc<Self>, addr: SocketAddr, listener: std::net::TcpListener) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(worker = self.id, %addr, %err, "cannot register listener with the runtime");
+                return;
+            }
+        };
+        let stop = Rc::new(Signal::default());
+        if let Some(previous) = self.listeners.borrow_mut().insert(addr, Rc::clone(&stop)) {
+            previous.fire();
+        }
+        monoio::spawn(accept_loop(Rc::clone(self), listener, addr, stop));
+    }
+
+    fn remove_listener(&self, addr: &SocketAddr) {
+        if let Some(stop) = self.listeners.borrow_mut().remove(addr) {
+            stop.fire();
+        }
+    }
+
+    fn close_sessions(&self, matching: impl Fn(&BackendKey) -> bool) -> usize {
+        let sessions = self.sessions.borrow();
+        let mut closed = 0;
+        for (key, signal) in sessions.values() {
+            if matching(key) {
+                signal.fire();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Logs an accept failure at most once per [`ACCEPT_LOG_EVERY_MS`].
+    fn warn_accept(&self, addr: SocketAddr, err: &std::io::Error) {
+        let now = now_ms();
+        let due = self
+            .last_accept_warning_ms
+            .get()
+            .is_none_or(|last| now.saturating_sub(last) >= ACCEPT_LOG_EVERY_MS);
+        if due {
+            self.last_accept_warning_ms.set(Some(now));
+            tracing::warn!(worker = self.id, %addr, %err, "accept failed; pausing new connections briefly");
+        }
+    }
+}
+
+async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    stop: Rc<Signal>,
+) {
+    tracing::debug!(worker = worker.id, %addr, "accepting");
+    loop {
+        if stop.is_fired() {
+            break;
+        }
+        let accepted = monoio::select! {
+            _ = stop.wait() => None,
+            result = listener.accept() => Some(result),
+        };
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                monoio::spawn(session::serve(Rc::clone(&worker), stream, peer, addr));
+            }
+            Some(Err(err)) if is_resource_exhaustion(&err) => {
+                worker.warn_accept(addr, &err);
+                monoio::time::sleep(ACCEPT_PAUSE).await;
+            }
+            Some(Err(err)) => {
+                // ECONNABORTED and friends concern one connection; still never spin on a
+                // persistent error.
+                worker.warn_accept(addr, &err);
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    tracing::debug!(worker = worker.id, %addr, "listener closed");
+}
+
+/// The worker's main task: start the initial listeners, then obey commands until `Exit`
+/// (or until the control plane drops its sender).
+pub async fn run(seed: WorkerSeed) {
+    let WorkerSeed {
+        id,
+        routing,
+        options,
+        max_pipes,
+        passive,
+        stats,
+        live,
+        listeners,
+        mut commands,
+    } = seed;
+    let worker = Rc::new(Worker {
+        id,
+        routing,
+        options,
+        pipes: PipePool::new(max_pipes),
+        passive,
+        stats,
+        stats_cache: RefCell::new(StatsCache::default()),
+        sessions: RefCell::new(HashMap::new()),
+        next_session: Cell::new(0),
+        listeners: RefCell::new(HashMap::new()),
+        live,
+        last_accept_warning_ms: Cell::new(None),
+    });
+    for (addr, listener) in listeners {
+        worker.add_listener(addr, listener);
+    }
+    while let Some(command) = commands.next().await {
+        match command {
+            WorkerCommand::AddListener { addr, listener } => worker.add_listener(addr, listener),
+            WorkerCommand::RemoveListener(addr) => worker.remove_listener(&addr),
+            WorkerCommand::CloseBackend(key) => {
+                let closed = worker.close_sessions(|k| *k == key);
+                tracing::info!(worker = id, backend = %key.backend, service = %key.service, closed, "closed sessions of a down backend");
+            }
+            WorkerCommand::StopAccepting => {
+                let addrs: Vec<SocketAddr> = worker.listeners.borrow().keys().copied().collect();
+                for addr in addrs {
+                    worker.remove_listener(&addr);
+                }
+            }
+            WorkerCommand::CloseAllSessions => {
+                let closed = worker.close_sessions(|_| true);
+                tracing::info!(worker = id, closed, "closed remaining sessions");
+            }
+            WorkerCommand::Exit => break,
+        }
+    }
+}
