@@ -21,7 +21,8 @@
 //!   passed to `pick`, so `sh-port` / `mh-port` cannot apply.
 //! - dh, lblc and lblcr hash the *destination*, which for a proxy is always the VIP: dh sends
 //!   every client to one backend (then falls back in table order), lblc/lblcr become a
-//!   sticky wlc. Implemented for compatibility, documented in docs/config.md.
+//!   sticky wlc. Implemented so existing `lb_algo` values keep working; docs/config.md should
+//!   say so.
 
 mod cursor;
 mod hash;
@@ -136,11 +137,13 @@ impl SchedulerState {
         if n == 0 {
             return None;
         }
-        let mut tables = self.tables.load_full();
+        // A guard, not an Arc clone: no shared reference count bounced between workers.
+        let mut tables = self.tables.load();
         if tables.len != n {
             // The caller changed the list without telling us; never index a stale table.
+            drop(tables);
             self.on_membership_change(c);
-            tables = self.tables.load_full();
+            tables = self.tables.load();
         }
         let Some(affinity) = &self.affinity else {
             return self.schedule(c, &tables, client, now);
