@@ -1,0 +1,231 @@
+//! The tokio shells around [`super::ownership::Ownership`]: one task per VIP instance runs
+//! the state machine against a [`LeaseStore`], bounds every store call by the deadline the
+//! state machine gives, and carries out its decisions on the VIP. No decision is made here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::keeper::VipKeeper;
+use super::lease::{LeaseError, LeaseStore};
+use super::ownership::{Decision, Outcome, Ownership, Purpose, Role, StepDownReason};
+use crate::stats::control::{ControlState, VipRole, VipView};
+
+/// Publishes an instance's ownership to the stats control state (admin socket, /metrics).
+pub struct StatusReporter {
+    instance: String,
+    control: Arc<ControlState>,
+    role: VipRole,
+    since: SystemTime,
+    transitions: u64,
+    last: Option<VipView>,
+}
+
+impl StatusReporter {
+    pub fn new(instance: String, control: Arc<ControlState>) -> StatusReporter {
+        StatusReporter {
+            instance,
+            control,
+            role: VipRole::Init,
+            since: SystemTime::now(),
+            transitions: 0,
+            last: None,
+        }
+    }
+
+    pub fn publish(
+        &mut self,
+        role: VipRole,
+        holder: Option<String>,
+        endpoint: Option<String>,
+        last_error: Option<String>,
+    ) {
+        if role != self.role {
+            self.role = role;
+            self.since = SystemTime::now();
+            self.transitions += 1;
+        }
+        let view = VipView {
+            holder,
+            role,
+            since: self.since,
+            transitions: self.transitions,
+            lock_endpoint: endpoint,
+            last_error,
+            ..VipView::default()
+        };
+        if self.last.as_ref() != Some(&view) {
+            self.control.vip_state(&self.instance, view.clone());
+            self.last = Some(view);
+        }
+    }
+}
+
+/// Single-host mode: hold the VIP for as long as the task runs.
+pub async fn run_unlocked(
+    identity: String,
+    mut keeper: VipKeeper,
+    mut status: StatusReporter,
+    check_every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    keeper.take_over().await;
+    status.publish(VipRole::Master, Some(identity), None, None);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(check_every) => keeper.ensure().await,
+            _ = stop.changed() => break,
+        }
+    }
+    keeper.step_down().await;
+    status.publish(VipRole::Backup, None, None, None);
+}
+
+/// Lease mode: ownership decided by `fsm` against `store`.
+pub async fn run_leased<S: LeaseStore>(
+    instance: String,
+    mut fsm: Ownership,
+    mut store: S,
+    mut keeper: VipKeeper,
+    mut status: StatusReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    keeper.remove_stale().await;
+    let mut stopping = false;
+    let mut last_error: Option<String> = None;
+    let mut seen_record = false;
+    loop {
+        let decision = fsm.poll(Instant::now());
+        match decision {
+            Decision::Wait(until) => {
+                let role = match fsm.role() {
+                    Role::Holder => VipRole::Master,
+                    _ if last_error.is_some() => VipRole::Fault,
+                    _ if seen_record => VipRole::Backup,
+                    _ => VipRole::Init,
+                };
+                let holder = fsm.observed_holder().map(str::to_owned);
+                status.publish(role, holder, Some(store.endpoint()), last_error.clone());
+                tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        fsm.stop();
+                    }
+                }
+            }
+            Decision::Get { deadline } => {
+                let result = bounded(deadline, store.get()).await;
+                seen_record |= result.is_ok();
+                let (outcome, error) = classify(
+                    &instance,
+                    "reading the lease",
+                    &store,
+                    result,
+                    Outcome::Read,
+                );
+                last_error = error;
+                fsm.complete(Instant::now(), outcome);
+            }
+            Decision::Create { duration, deadline } => {
+                let result = bounded(deadline, store.create(fsm.identity(), duration)).await;
+                let (outcome, error) = classify(
+                    &instance,
+                    "creating the lease",
+                    &store,
+                    result,
+                    Outcome::Wrote,
+                );
+                last_error = error;
+                fsm.complete(Instant::now(), outcome);
+            }
+            Decision::Update {
+                purpose,
+                prev,
+                holder,
+                duration,
+                deadline,
+            } => {
+                let what = match purpose {
+                    Purpose::Acquire => "taking over the lease",
+                    Purpose::Renew => "renewing the lease",
+                    Purpose::Release => "releasing the lease",
+                };
+                if purpose == Purpose::Acquire {
+                    tracing::info!(
+                        instance, previous_holder = ?prev.holder, version = %prev.version,
+                        "lease free or expired; taking it over"
+                    );
+                }
+                let result =
+                    bounded(deadline, store.update(&prev, holder.as_deref(), duration)).await;
+                let (outcome, error) = classify(&instance, what, &store, result, Outcome::Wrote);
+                last_error = error;
+                let renewed = purpose == Purpose::Renew && matches!(outcome, Outcome::Wrote(_));
+                if purpose == Purpose::Release && matches!(outcome, Outcome::Wrote(_)) {
+                    tracing::info!(instance, "lease released");
+                }
+                fsm.complete(Instant::now(), outcome);
+                if renewed && fsm.role() == Role::Holder {
+                    keeper.ensure().await;
+                }
+            }
+            Decision::TakeOver => {
+                tracing::info!(instance, identity = fsm.identity(), "lease acquired");
+                keeper.take_over().await;
+            }
+            Decision::StepDown(reason) => {
+                match reason {
+                    StepDownReason::DeadlineMissed => tracing::error!(
+                        instance,
+                        deadline = ?fsm.timing().renew_deadline,
+                        "could not renew the lease in time; removing the VIP before anyone may take it"
+                    ),
+                    StepDownReason::Lost => tracing::error!(
+                        instance, holder = ?fsm.observed_holder(),
+                        "the lease names another holder; removing the VIP"
+                    ),
+                    StepDownReason::Shutdown => {
+                        tracing::info!(instance, "shutting down: removing the VIP, then releasing")
+                    }
+                }
+                keeper.step_down().await;
+            }
+            Decision::Stopped => break,
+        }
+    }
+    status.publish(VipRole::Backup, None, Some(store.endpoint()), last_error);
+}
+
+async fn bounded<T>(
+    deadline: Instant,
+    call: impl Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(result) => result,
+        Err(_) => Err(LeaseError::Unavailable("timed out".into())),
+    }
+}
+
+/// Turns a store result into what the state machine needs, logging failures; the second
+/// value is the error to show in the status (`None` on success and on a lost race).
+fn classify<T, S: LeaseStore>(
+    instance: &str,
+    what: &str,
+    store: &S,
+    result: Result<T, LeaseError>,
+    ok: impl FnOnce(T) -> Outcome,
+) -> (Outcome, Option<String>) {
+    match result {
+        Ok(value) => (ok(value), None),
+        Err(LeaseError::Conflict) => {
+            tracing::info!(instance, "{what}: someone else wrote the lease first");
+            (Outcome::Conflict, None)
+        }
+        Err(e) => {
+            tracing::warn!(instance, endpoint = %store.endpoint(), "{what} failed: {e}");
+            (Outcome::Failed, Some(e.to_string()))
+        }
+    }
+}

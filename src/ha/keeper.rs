@@ -1,0 +1,142 @@
+//! Keeps one VIP in the state ownership asks for: present and announced while held,
+//! absent otherwise. Wraps [`super::vip::Vip`] and [`super::announce::Announcer`] so the
+//! drivers only say "take over", "step down", "check".
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use super::announce::{AnnounceOptions, Announcer, Target};
+use super::vip::Vip;
+
+/// Removal is the safety action: retried a few times in quick succession before giving up.
+const REMOVE_ATTEMPTS: u32 = 3;
+const REMOVE_RETRY_DELAY: Duration = Duration::from_millis(20);
+
+pub struct VipKeeper {
+    instance: String,
+    vip: Vip,
+    options: AnnounceOptions,
+    conflicts: Arc<AtomicU64>,
+    announcer: Option<Announcer>,
+    holding: bool,
+}
+
+impl VipKeeper {
+    pub fn new(
+        instance: String,
+        vip: Vip,
+        options: AnnounceOptions,
+        conflicts: Arc<AtomicU64>,
+    ) -> VipKeeper {
+        VipKeeper {
+            instance,
+            vip,
+            options,
+            conflicts,
+            announcer: None,
+            holding: false,
+        }
+    }
+
+    /// At start, before the lease is held: an address left by a killed predecessor would
+    /// make this host answer for a VIP it does not hold.
+    pub async fn remove_stale(&mut self) {
+        match self.vip.remove().await {
+            Ok(true) => tracing::warn!(
+                instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                "removed a VIP this host does not hold (left by an earlier run?)"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(instance = %self.instance, "checking for a stale VIP: {e}"),
+        }
+    }
+
+    pub async fn take_over(&mut self) {
+        self.holding = true;
+        match self.vip.add().await {
+            Ok(()) => tracing::info!(
+                instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                "VIP added"
+            ),
+            Err(e) => {
+                // The lease is ours; `ensure` retries the address at every renewal.
+                tracing::error!(instance = %self.instance, "adding the VIP failed: {e}");
+                return;
+            }
+        }
+        self.announce().await;
+    }
+
+    async fn announce(&mut self) {
+        if let Some(old) = self.announcer.take() {
+            old.stop();
+        }
+        let (ifindex, mac) = match self.vip.link().await {
+            Ok((ifindex, Some(mac))) => (ifindex, mac),
+            Ok((_, None)) => {
+                tracing::warn!(instance = %self.instance, interface = %self.vip.interface(),
+                    "interface has no Ethernet address; not announcing the VIP");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(instance = %self.instance, "cannot announce the VIP: {e}");
+                return;
+            }
+        };
+        let target = Target {
+            instance: self.instance.clone(),
+            vip: self.vip.addr(),
+            interface: self.vip.interface().to_owned(),
+            ifindex,
+            mac,
+        };
+        match Announcer::start(target, self.options, self.conflicts.clone()) {
+            Ok(announcer) => self.announcer = Some(announcer),
+            Err(e) => tracing::error!(instance = %self.instance, "cannot announce the VIP: {e}"),
+        }
+    }
+
+    /// While holding: put the address back if someone removed it.
+    pub async fn ensure(&mut self) {
+        if !self.holding {
+            return;
+        }
+        match self.vip.is_present().await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                    "the VIP we hold was removed from the interface by someone else; adding it back"
+                );
+                match self.vip.add().await {
+                    Ok(()) => self.announce().await,
+                    Err(e) => {
+                        tracing::error!(instance = %self.instance, "re-adding the VIP failed: {e}")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(instance = %self.instance, "checking the VIP failed: {e}"),
+        }
+    }
+
+    /// Stops announcing, then removes the address.
+    pub async fn step_down(&mut self) {
+        self.holding = false;
+        if let Some(announcer) = self.announcer.take() {
+            announcer.stop();
+        }
+        for attempt in 1..=REMOVE_ATTEMPTS {
+            match self.vip.remove().await {
+                Ok(_) => {
+                    tracing::info!(instance = %self.instance, vip = %self.vip.addr(), "VIP removed");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(instance = %self.instance, attempt, "removing the VIP failed: {e}");
+                    tokio::time::sleep(REMOVE_RETRY_DELAY).await;
+                }
+            }
+        }
+    }
+}
