@@ -1,0 +1,354 @@
+//! `virtual_server_config`: keepalived's virtual_server keywords (check_parser.c,
+//! `init_check_keywords`), read into [`VirtualServer`]. Keywords a userspace TCP proxy cannot
+//! honour are refused with the reason; unknown keywords are errors.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::parser::Statement;
+use super::values::{self, arity, flag, one, timer, uint};
+use super::{Granularity, SchedFlag, Sorry, Spanned, VirtualServer, note_repeat};
+use crate::config::diagnostic::{Diags, Pos};
+use crate::config::plan::{Family, Scheduler};
+
+/// keepalived's largest timer accepted for connect_timeout (UINT_MAX µs).
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_micros(u32::MAX as u64);
+/// Other timers: keep them within a sane range (about 136 years is not a health check).
+pub const MAX_TIMER: Duration = Duration::from_secs(u32::MAX as u64);
+const MIN_POSITIVE: Duration = Duration::from_micros(1);
+/// IPVS_SVC_PERSISTENT_TIMEOUT, used when `persistence_timeout` has no value.
+pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
+/// LVS_MAX_TIMEOUT: 31 days.
+const MAX_PERSISTENCE_TIMEOUT: u32 = 86400 * 31;
+/// IPVS_WEIGHT_MAX.
+pub const MAX_WEIGHT: u32 = i32::MAX as u32;
+
+/// keepalived keywords valid at this level that alive-proxy refuses, and why.
+pub fn rejected(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ha_suspend" => {
+            "alive-proxy keeps probing backends whether or not this host holds the VIP, so a takeover starts with fresh health state"
+        }
+        "smtp_alert" => "alive-proxy sends no e-mail; alert on its /metrics instead",
+        "snmp_name" => "alive-proxy has no SNMP agent; use /metrics",
+        "persistence_engine" => {
+            "only client-address persistence (persistence_timeout) is supported, no SIP persistence engine"
+        }
+        "quorum_up" | "quorum_down" => {
+            "notify scripts are not supported yet; watch /metrics or `alive-proxy stats`"
+        }
+        "sorry_server_inhibit" => "not supported yet",
+        "ops" => "one-packet scheduling is for UDP; alive-proxy proxies TCP",
+        "hashed" | "flag-1" | "flag-2" | "flag-3" => {
+            "raw IPVS scheduler flags mean nothing to a userspace proxy; use sh-port, sh-fallback, mh-port or mh-fallback"
+        }
+        "virtual_server" | "virtual_server_group" => {
+            "virtual_server_config is already the body of one virtual_server (the VIP and port come from the YAML)"
+        }
+        "real_server" => {
+            "the real servers are `ipvs.ips` on this port; per-real-server settings go in raw_check"
+        }
+        _ => return None,
+    })
+}
+
+/// Why a forwarding method other than NAT cannot work.
+pub fn forwarding_error(method: &str) -> Option<&'static str> {
+    match method {
+        "NAT" => None,
+        "DR" => Some(
+            "a proxy cannot do direct routing: it terminates the client's TCP connection and opens its own to the backend, so replies must come back through it",
+        ),
+        "TUN" => Some(
+            "a proxy cannot tunnel packets to backends: it terminates the client's TCP connection and opens its own to the backend",
+        ),
+        _ => Some("unknown forwarding method"),
+    }
+}
+
+/// Read `lb_kind` / `lvs_method` / `sorry_server_lvs_method`: only NAT is meaningful.
+pub fn forwarding(st: &Statement, diags: &mut Diags<'_>) {
+    let usage = format!("{} NAT", st.name());
+    let Some(arg) = one(st, &usage, diags) else {
+        return;
+    };
+    if let Some(why) = forwarding_error(arg.value) {
+        diags.error(
+            arg.pos,
+            format!("`{} {}` is not supported: {why}", st.name(), arg.value),
+            "NAT (alive-proxy connects to backends itself, like IPVS NAT)",
+        );
+    }
+}
+
+pub fn parse(statements: &[Statement], pos: Pos, diags: &mut Diags<'_>) -> VirtualServer {
+    let mut vs = VirtualServer {
+        pos: statements.first().map(|s| s.pos()).unwrap_or(pos),
+        ..VirtualServer::default()
+    };
+    for st in statements {
+        keyword(&mut vs, st, diags);
+    }
+    vs
+}
+
+fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
+    let name = st.name();
+    match name {
+        "delay_loop" => {
+            note_repeat(&vs.timers.delay_loop, st, diags);
+            if let Some(t) = timer(st, MIN_POSITIVE, MAX_TIMER, diags) {
+                vs.timers.delay_loop = Some(t.value);
+            }
+        }
+        "connect_timeout" => {
+            note_repeat(&vs.timers.connect_timeout, st, diags);
+            if let Some(t) = timer(st, MIN_POSITIVE, MAX_CONNECT_TIMEOUT, diags) {
+                vs.timers.connect_timeout = Some(t.value);
+            }
+        }
+        "delay_before_retry" => {
+            note_repeat(&vs.timers.delay_before_retry, st, diags);
+            if let Some(t) = timer(st, Duration::ZERO, MAX_TIMER, diags) {
+                vs.timers.delay_before_retry = Some(t.value);
+            }
+        }
+        "warmup" => {
+            note_repeat(&vs.timers.warmup, st, diags);
+            if let Some(t) = timer(st, Duration::ZERO, MAX_TIMER, diags) {
+                vs.timers.warmup = Some(t.value);
+            }
+        }
+        "retry" => {
+            note_repeat(&vs.timers.retry, st, diags);
+            if let Some(v) = uint(st, 1, u32::MAX, "retry COUNT", diags) {
+                vs.timers.retry = Some(v.value);
+            }
+        }
+        "lb_algo" | "lvs_sched" => {
+            note_repeat(&vs.scheduler, st, diags);
+            let usage = format!("{name} SCHEDULER");
+            if let Some(arg) = one(st, &usage, diags) {
+                match Scheduler::from_name(arg.value) {
+                    Some(s) => {
+                        vs.scheduler = Some(Spanned {
+                            value: s,
+                            pos: arg.pos,
+                        })
+                    }
+                    None => diags.error(
+                        arg.pos,
+                        format!("unknown scheduler `{}`", arg.value),
+                        scheduler_list(),
+                    ),
+                }
+            }
+        }
+        "sh-port" | "sh-fallback" | "mh-port" | "mh-fallback" => {
+            if flag(st, diags) {
+                let f = match name {
+                    "sh-port" => SchedFlag::ShPort,
+                    "sh-fallback" => SchedFlag::ShFallback,
+                    "mh-port" => SchedFlag::MhPort,
+                    _ => SchedFlag::MhFallback,
+                };
+                vs.sched_flags.push(Spanned {
+                    value: f,
+                    pos: st.pos(),
+                });
+            }
+        }
+        "lb_kind" | "lvs_method" | "sorry_server_lvs_method" => forwarding(st, diags),
+        "protocol" => {
+            if let Some(arg) = one(st, "protocol TCP", diags) {
+                let upper = arg.value.to_ascii_uppercase();
+                match upper.as_str() {
+                    "TCP" => {}
+                    "UDP" | "SCTP" => diags.error(
+                        arg.pos,
+                        format!(
+                            "`protocol {}` is not supported: alive-proxy proxies TCP only",
+                            arg.value
+                        ),
+                        "TCP",
+                    ),
+                    _ => diags.error(arg.pos, format!("unknown protocol `{}`", arg.value), "TCP"),
+                }
+            }
+        }
+        "persistence_timeout" => {
+            note_repeat(&vs.persistence_timeout, st, diags);
+            let usage = "persistence_timeout [SECONDS]";
+            if arity(st, 0, 1, usage, diags) {
+                let value = match st.args.first() {
+                    None => Some(Spanned {
+                        value: DEFAULT_PERSISTENCE_TIMEOUT,
+                        pos: st.pos(),
+                    }),
+                    Some(tok) => values::uint_value(
+                        name,
+                        Spanned {
+                            value: tok.text().unwrap_or(""),
+                            pos: tok.pos,
+                        },
+                        1,
+                        MAX_PERSISTENCE_TIMEOUT,
+                        diags,
+                    ),
+                };
+                if value.is_some() {
+                    vs.persistence_timeout = value;
+                }
+            }
+        }
+        "persistence_granularity" => {
+            note_repeat(&vs.persistence_granularity, st, diags);
+            if let Some(arg) = one(st, "persistence_granularity NETMASK|PREFIXLEN", diags) {
+                vs.persistence_granularity = granularity(arg, diags);
+            }
+        }
+        "quorum" => {
+            note_repeat(&vs.quorum, st, diags);
+            vs.quorum = uint(st, 1, u32::MAX, "quorum WEIGHT", diags).or(vs.quorum);
+        }
+        "hysteresis" => {
+            note_repeat(&vs.hysteresis, st, diags);
+            vs.hysteresis = uint(st, 0, u32::MAX, "hysteresis WEIGHT", diags).or(vs.hysteresis);
+        }
+        "alpha" => vs.alpha |= flag(st, diags),
+        "omega" => {
+            if flag(st, diags) {
+                diags.warning(
+                    st.pos(),
+                    "`omega` has no effect: alive-proxy runs no quorum or notify scripts",
+                );
+            }
+        }
+        "inhibit_on_failure" => vs.inhibit_on_failure |= flag(st, diags),
+        "sorry_server" => {
+            note_repeat(&vs.sorry_server, st, diags);
+            if arity(st, 1, 2, "sorry_server IP [PORT]", diags) {
+                vs.sorry_server = sorry(st, diags).or(vs.sorry_server);
+            }
+        }
+        "virtualhost" => {
+            note_repeat(&vs.virtualhost, st, diags);
+            if let Some(v) = values::string(st, "virtualhost HOSTNAME", diags) {
+                vs.virtualhost = Some(v.value);
+            }
+        }
+        "weight" => {
+            note_repeat(&vs.weight, st, diags);
+            if let Some(v) = uint(st, 1, MAX_WEIGHT, "weight WEIGHT", diags) {
+                vs.weight = Some(v.value);
+            }
+        }
+        "ip_family" => {
+            if let Some(arg) = one(st, "ip_family inet|inet6", diags) {
+                match arg.value {
+                    "inet" => {
+                        vs.ip_family = Some(Spanned {
+                            value: Family::V4,
+                            pos: arg.pos,
+                        })
+                    }
+                    "inet6" => {
+                        vs.ip_family = Some(Spanned {
+                            value: Family::V6,
+                            pos: arg.pos,
+                        })
+                    }
+                    other => diags.error(
+                        arg.pos,
+                        format!("unknown address family `{other}`"),
+                        "inet or inet6",
+                    ),
+                }
+            }
+        }
+        _ => {
+            if let Some(why) = rejected(name) {
+                diags.error(st.pos(), format!("`{name}` is not supported: {why}"), "");
+            } else if super::real_server::is_real_server_keyword(name) {
+                diags.error(
+                    st.pos(),
+                    format!("`{name}` belongs in raw_check (inside each real_server), not in virtual_server_config"),
+                    "a virtual_server keyword here",
+                );
+            } else {
+                diags.error(
+                    st.pos(),
+                    format!("unknown keyword `{name}` in virtual_server_config"),
+                    "a keepalived virtual_server keyword (docs/config.md lists them)",
+                );
+            }
+        }
+    }
+}
+
+fn scheduler_list() -> String {
+    let names: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
+    format!("one of {}", names.join(", "))
+}
+
+fn granularity(arg: Spanned<&str>, diags: &mut Diags<'_>) -> Option<Spanned<Granularity>> {
+    let value = if arg.value.contains('.') {
+        match arg.value.parse::<Ipv4Addr>() {
+            Ok(mask) => {
+                let bits = u32::from(mask);
+                let prefix = bits.leading_ones();
+                if bits.checked_shl(prefix).unwrap_or(0) != 0 {
+                    diags.error(
+                        arg.pos,
+                        format!("netmask `{}` is not contiguous", arg.value),
+                        "a netmask such as 255.255.255.0",
+                    );
+                    return None;
+                }
+                Granularity::V4(prefix as u8)
+            }
+            Err(_) => {
+                diags.error(
+                    arg.pos,
+                    format!("invalid persistence_granularity `{}`", arg.value),
+                    "an IPv4 netmask such as 255.255.255.0 or an IPv6 prefix length 1..128",
+                );
+                return None;
+            }
+        }
+    } else {
+        let v = values::uint_value("persistence_granularity", arg, 1, 128, diags)?;
+        Granularity::V6(v.value as u8)
+    };
+    Some(Spanned {
+        value,
+        pos: arg.pos,
+    })
+}
+
+fn sorry(st: &Statement, diags: &mut Diags<'_>) -> Option<Sorry> {
+    let ip_tok = st.args.first()?;
+    let ip = values::ip_value(
+        "sorry_server",
+        Spanned {
+            value: ip_tok.text().unwrap_or(""),
+            pos: ip_tok.pos,
+        },
+        diags,
+    );
+    let port = match st.args.get(1) {
+        Some(tok) => Some(
+            values::port_value(
+                "sorry_server",
+                Spanned {
+                    value: tok.text().unwrap_or(""),
+                    pos: tok.pos,
+                },
+                diags,
+            )?
+            .value,
+        ),
+        None => None,
+    };
+    Some(Sorry { ip: ip?, port })
+}

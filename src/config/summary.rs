@@ -1,0 +1,275 @@
+//! The human-readable plan printed by `alive-proxy check`: per VIP its family, interface,
+//! id, lease backend with kubeconfigs in order and peers; per port the scheduler,
+//! persistence, quorum, backends with weights and each health check with its timings.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::plan::*;
+
+/// `10s`, `0.5s`, `1.25s`.
+pub fn secs(d: Duration) -> String {
+    if d.subsec_micros() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        let s = format!("{:.6}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+pub fn render(plan: &Plan, warnings: usize) -> String {
+    let mut out = String::new();
+    let services: usize = plan.instances.iter().map(|i| i.services.len()).sum();
+    let backends: usize = plan
+        .instances
+        .iter()
+        .flat_map(|i| &i.services)
+        .map(|s| s.backends.len())
+        .sum();
+    let _ = writeln!(
+        out,
+        "{}: configuration OK: {} VIP instance{}, {} service{}, {} backend{}{}",
+        plan.source.display(),
+        plan.instances.len(),
+        plural(plan.instances.len()),
+        services,
+        plural(services),
+        backends,
+        plural(backends),
+        if warnings > 0 {
+            format!(", {warnings} warning{}", plural(warnings))
+        } else {
+            String::new()
+        }
+    );
+    for inst in &plan.instances {
+        instance(&mut out, inst);
+    }
+    let _ = writeln!(
+        out,
+        "admin: socket {}, http {}, identity {}",
+        plan.admin.socket.display(),
+        plan.admin
+            .http
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".to_string()),
+        plan.identity.as_deref().unwrap_or("(host name)")
+    );
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn instance(out: &mut String, inst: &Instance) {
+    let family = match inst.family() {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    };
+    let _ = writeln!(
+        out,
+        "\ninstance {}: VIP {} ({family}) on interface {}, id {}",
+        inst.name,
+        inst.vip,
+        inst.interface,
+        inst.id
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "none".to_string())
+    );
+    let timing = format!(
+        "check_interval {}, check_timeout {}",
+        secs(inst.check_interval),
+        secs(inst.check_timeout)
+    );
+    match &inst.lock {
+        LockPlan::None => {
+            let _ = writeln!(
+                out,
+                "  lease: none (this host always holds the VIP), {timing}"
+            );
+        }
+        LockPlan::Kube(k) => {
+            let _ = writeln!(
+                out,
+                "  lease: kube Lease {}/{}, {timing}",
+                k.namespace, k.lease_name
+            );
+            for (i, cfg) in k.kubeconfigs.iter().enumerate() {
+                let _ = writeln!(out, "    kubeconfig {}: {}", i + 1, cfg.display());
+            }
+        }
+        LockPlan::Etcd(e) => {
+            let _ = writeln!(out, "  lease: etcd key {}, {timing}", e.key);
+            for (i, ep) in e.endpoints.iter().enumerate() {
+                let _ = writeln!(out, "    endpoint {}: {ep}", i + 1);
+            }
+        }
+    }
+    let peers: Vec<String> = inst.peers.iter().map(|p| p.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "  peers: {}",
+        if peers.is_empty() {
+            "none".to_string()
+        } else {
+            peers.join(", ")
+        }
+    );
+    for svc in &inst.services {
+        service(out, svc);
+    }
+}
+
+fn service(out: &mut String, svc: &Service) {
+    let persistence = match svc.persistence {
+        Some(p) => format!(
+            "persistence {} per /{}",
+            secs(p.timeout),
+            p.granularity_prefix
+        ),
+        None => "no persistence".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  service {}: scheduler {}, {persistence}, quorum {}, hysteresis {}",
+        svc.listen_addr(),
+        svc.scheduler.name(),
+        svc.quorum,
+        svc.hysteresis
+    );
+    let _ = writeln!(
+        out,
+        "    connect_timeout {}, connect_attempts {}, idle_timeout {}, max_connections {}, proxy_protocol {}, transparent {}, on_backend_down {}",
+        secs(svc.connect_timeout),
+        svc.connect_attempts,
+        secs(svc.idle_timeout),
+        if svc.max_connections == 0 {
+            "unlimited".to_string()
+        } else {
+            svc.max_connections.to_string()
+        },
+        match svc.proxy_protocol {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        },
+        svc.transparent,
+        match svc.on_backend_down {
+            OnBackendDown::Close => "close",
+            OnBackendDown::Drain => "drain",
+        }
+    );
+    if let Some(sorry) = svc.sorry_server {
+        let _ = writeln!(out, "    sorry_server {sorry}");
+    }
+    for b in &svc.backends {
+        let mut flags = Vec::new();
+        if b.inhibit_on_failure {
+            flags.push("inhibit_on_failure".to_string());
+        }
+        if b.alpha {
+            flags.push("alpha".to_string());
+        }
+        if b.upper_threshold > 0 {
+            flags.push(format!("uthreshold {}", b.upper_threshold));
+        }
+        if b.lower_threshold > 0 {
+            flags.push(format!("lthreshold {}", b.lower_threshold));
+        }
+        let extra = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", flags.join(", "))
+        };
+        let _ = writeln!(out, "    backend {}: weight {}{extra}", b.addr, b.weight);
+        if b.checks.is_empty() {
+            let _ = writeln!(out, "      no health check (always up)");
+        }
+        for c in &b.checks {
+            check(out, c);
+        }
+    }
+}
+
+fn check(out: &mut String, c: &Check) {
+    let what = match &c.kind {
+        CheckKind::Tcp(t) => format!("TCP_CHECK connect {}{}", t.connect, bind(t.bind)),
+        CheckKind::Http(h) | CheckKind::Ssl(h) => {
+            let name = if matches!(c.kind, CheckKind::Ssl(_)) {
+                "SSL_GET"
+            } else {
+                "HTTP_GET"
+            };
+            let urls: Vec<String> = h
+                .urls
+                .iter()
+                .map(|u| {
+                    let status: Vec<String> = u
+                        .status
+                        .iter()
+                        .map(|(a, b)| {
+                            if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
+                        .collect();
+                    let mut s = format!("{} status {}", u.path, status.join(","));
+                    if let Some(d) = &u.digest {
+                        s.push_str(&format!(" digest {d}"));
+                    }
+                    s
+                })
+                .collect();
+            format!(
+                "{name} connect {}{} HTTP/{}{} url {}",
+                h.connect,
+                bind(h.bind),
+                h.http_protocol,
+                h.virtualhost
+                    .as_ref()
+                    .map(|v| format!(" host {v}"))
+                    .unwrap_or_default(),
+                urls.join("; ")
+            )
+        }
+        CheckKind::Misc(m) => format!(
+            "MISC_CHECK {:?} timeout {}{}{}",
+            m.argv,
+            secs(m.timeout),
+            if m.dynamic { " dynamic" } else { "" },
+            m.user
+                .as_ref()
+                .map(|u| format!(" user {u}"))
+                .unwrap_or_default()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "      {what}: delay_loop {}, connect_timeout {}, retry {}, delay_before_retry {}, warmup {} ({})",
+        secs(c.interval),
+        secs(c.connect_timeout),
+        c.retry,
+        secs(c.delay_before_retry),
+        secs(c.warmup),
+        c.origin
+    );
+}
+
+fn bind(b: Option<std::net::SocketAddr>) -> String {
+    b.map(|a| format!(" from {a}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_print_without_trailing_zeros() {
+        assert_eq!(secs(Duration::from_secs(10)), "10s");
+        assert_eq!(secs(Duration::from_millis(500)), "0.5s");
+        assert_eq!(secs(Duration::from_micros(1_250_000)), "1.25s");
+    }
+}
