@@ -169,12 +169,18 @@ fn histograms(
         MetricType::Histogram,
         series,
         |m, summary| {
+            // prometheus-client takes per-bucket counts and accumulates them itself.
+            let mut below = 0u64;
             let mut buckets: Vec<(f64, u64)> = summary
                 .buckets
                 .iter()
-                .map(|b| (b.le_us as f64 / 1e6, b.count))
+                .map(|b| {
+                    let in_bucket = b.count.saturating_sub(below);
+                    below = below.max(b.count);
+                    (b.le_us as f64 / 1e6, in_bucket)
+                })
                 .collect();
-            buckets.push((f64::INFINITY, summary.count));
+            buckets.push((f64::INFINITY, summary.count.saturating_sub(below)));
             m.encode_histogram::<Labels>(
                 summary.sum_us as f64 / 1e6,
                 summary.count,
@@ -389,12 +395,16 @@ fn encode_snapshot(
             .map(|(labels, v)| (labels.clone(), f(v)))
             .collect()
     };
+    let master: Vec<(Labels, u64)> = vips
+        .iter()
+        .map(|(labels, v)| (labels.clone(), u64::from(v.role == VipRole::Master)))
+        .collect();
     gauges(
         e,
         "vip_master",
         "1 while this host holds the VIP",
         None,
-        &per_vip(&|v| if v.role == VipRole::Master { 1.0 } else { 0.0 }),
+        &master,
     )?;
     gauges(
         e,

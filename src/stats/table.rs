@@ -1,1 +1,271 @@
-//! The `ipvsadm -ln`-like table `alive-proxy stats` prints, rendered from snapshots.
+//! The `ipvsadm -ln`-like table `alive-proxy stats` prints, rendered from snapshots (pure:
+//! snapshot in, text out). With a previous snapshot it adds rates per second, like
+//! `ipvsadm -ln --rate`.
+
+use std::fmt::Write;
+
+use super::control::unix_seconds;
+use super::histogram::LatencySummary;
+use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
+
+/// `12µs`, `1.3ms`, `2.50s`, `1h02m`: three significant digits at most, unit that fits.
+pub fn duration_us(us: u64) -> String {
+    let us_f = us as f64;
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..10_000 => format!("{:.2}ms", us_f / 1e3),
+        10_000..100_000 => format!("{:.1}ms", us_f / 1e3),
+        100_000..1_000_000 => format!("{:.0}ms", us_f / 1e3),
+        1_000_000..60_000_000 => format!("{:.2}s", us_f / 1e6),
+        60_000_000..3_600_000_000 => format!("{}m{:02}s", us / 60_000_000, us / 1_000_000 % 60),
+        _ => format!("{}h{:02}m", us / 3_600_000_000, us / 60_000_000 % 60),
+    }
+}
+
+/// `512`, `1.5K`, `20.0M`, `3.1G` (powers of 1000, like `ipvsadm --stats`).
+pub fn quantity(n: f64) -> String {
+    match n {
+        n if n < 1e3 => format!("{n:.0}"),
+        n if n < 1e6 => format!("{:.1}K", n / 1e3),
+        n if n < 1e9 => format!("{:.1}M", n / 1e6),
+        n if n < 1e12 => format!("{:.1}G", n / 1e9),
+        n => format!("{:.1}T", n / 1e12),
+    }
+}
+
+fn percentiles(summary: &LatencySummary) -> String {
+    if summary.count == 0 {
+        return "-".to_owned();
+    }
+    [
+        summary.p50_us,
+        summary.p90_us,
+        summary.p99_us,
+        summary.p999_us,
+        summary.max_us,
+    ]
+    .map(duration_us)
+    .join("/")
+}
+
+/// Per-second rate of a counter between two snapshots (0 when it went backwards: restart).
+fn rate(now: u64, before: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    now.saturating_sub(before) as f64 / seconds
+}
+
+fn find_service<'a>(
+    snapshot: Option<&'a StatsSnapshot>,
+    service: &ServiceSnapshot,
+) -> Option<&'a ServiceSnapshot> {
+    snapshot?
+        .services
+        .iter()
+        .find(|s| s.vip == service.vip && s.port == service.port)
+}
+
+fn find_backend<'a>(
+    service: Option<&'a ServiceSnapshot>,
+    backend: &BackendSnapshot,
+) -> Option<&'a BackendSnapshot> {
+    service?.backends.iter().find(|b| b.addr == backend.addr)
+}
+
+/// Render the table. `previous` (an earlier snapshot of the same daemon) adds rate columns.
+pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored for that reason only.
+    let elapsed = previous.map_or(0.0, |p| snapshot.taken_at - p.taken_at);
+    let _ = writeln!(
+        out,
+        "alive-proxy: {} worker{}, up {}{}",
+        snapshot.workers,
+        if snapshot.workers == 1 { "" } else { "s" },
+        duration_us((snapshot.uptime_seconds * 1e6) as u64),
+        if previous.is_some() {
+            format!(", rates over {elapsed:.1}s")
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<30} {:<9} {:>9} {:>7} {:>8} {:>9}{}",
+        "Prot",
+        "LocalAddress:Port",
+        "Scheduler",
+        "Accepted",
+        "Active",
+        "Refused",
+        "NoBackend",
+        if previous.is_some() { "   Conn/s" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  -> {:<28} {:<7} {:>6} {:>10} {:>9} {:<7} {:>8} {:>8} {:>6} {:>8}  Connect p50/p90/p99/p99.9/max{}",
+        "RemoteAddress:Port",
+        "Forward",
+        "Weight",
+        "ActiveConn",
+        "InActConn",
+        "State",
+        "Conns",
+        "ConnFail",
+        "Retry",
+        "Sessions",
+        if previous.is_some() {
+            "   Conn/s   InB/s  OutB/s"
+        } else {
+            ""
+        }
+    );
+    for service in &snapshot.services {
+        let before = find_service(previous, service);
+        let cps = before.map(|b| rate(service.accepted, b.accepted, elapsed));
+        let _ = writeln!(
+            out,
+            "{:<4} {:<30} {:<9} {:>9} {:>7} {:>8} {:>9}{}{}",
+            "TCP",
+            service.addr().to_string(),
+            service.scheduler.as_deref().unwrap_or("-"),
+            service.accepted,
+            service.active,
+            service.refused_limit,
+            service.no_backend,
+            cps.map_or(String::new(), |r| format!(" {:>8}", quantity(r))),
+            if service.in_plan {
+                ""
+            } else {
+                "  (removed from config)"
+            }
+        );
+        for backend in &service.backends {
+            let then = find_backend(before, backend);
+            let rates = match (previous, then) {
+                (Some(_), Some(then)) => format!(
+                    "   {:>6} {:>7} {:>7}",
+                    quantity(rate(backend.connections, then.connections, elapsed)),
+                    quantity(rate(
+                        backend.bytes_to_backend,
+                        then.bytes_to_backend,
+                        elapsed
+                    )),
+                    quantity(rate(backend.bytes_to_client, then.bytes_to_client, elapsed)),
+                ),
+                (Some(_), None) => format!("   {:>6} {:>7} {:>7}", "-", "-", "-"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:>6} {:>10} {:>9} {:<7} {:>8} {:>8} {:>6} {:>8}  {}{}",
+                backend.addr.to_string(),
+                "Proxy",
+                backend.weight(),
+                backend.active,
+                0,
+                backend.state_name(),
+                backend.connections,
+                backend.connect_failures,
+                backend.retries,
+                backend.closed,
+                percentiles(&backend.connect_time),
+                rates
+            );
+            if let Some(health) = backend.health.as_ref().filter(|h| !h.reason.is_empty()) {
+                let _ = writeln!(
+                    out,
+                    "       {} for {}: {}",
+                    health.state.name(),
+                    duration_us(
+                        ((snapshot.taken_at - unix_seconds(health.since)).max(0.0) * 1e6) as u64
+                    ),
+                    health.reason
+                );
+            }
+        }
+    }
+    if !snapshot.instances.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  Lock",
+            "Instance", "VIP", "Role", "Holder", "For", "Transitions"
+        );
+        for instance in &snapshot.instances {
+            let vip = instance.vip.map_or("-".to_owned(), |v| v.to_string());
+            let lock = instance.lock.as_deref().unwrap_or("-");
+            match &instance.state {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  {lock}",
+                        instance.name, vip, "-", "-", "-", "-"
+                    );
+                }
+                Some(state) => {
+                    let held_for =
+                        ((snapshot.taken_at - unix_seconds(state.since)).max(0.0) * 1e6) as u64;
+                    let endpoint = state
+                        .lock_endpoint
+                        .as_deref()
+                        .map_or(String::new(), |e| format!(" via {e}"));
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  {lock}{endpoint}",
+                        instance.name,
+                        vip,
+                        state.role.name(),
+                        state.holder.as_deref().unwrap_or("-"),
+                        duration_us(held_for),
+                        state.transitions,
+                    );
+                    for cert in &state.cert_expiry {
+                        let when = match (cert.not_after, &cert.error) {
+                            (Some(t), _) => {
+                                let days = (unix_seconds(t) - snapshot.taken_at) / 86_400.0;
+                                format!("certificate expires in {days:.0} days")
+                            }
+                            (None, Some(err)) => err.clone(),
+                            (None, None) => "no client certificate".to_owned(),
+                        };
+                        let _ = writeln!(out, "    {}: {when}", cert.kubeconfig.display());
+                    }
+                    if let Some(err) = &state.last_error {
+                        let _ = writeln!(out, "    last error: {err}");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_pick_a_readable_unit() {
+        assert_eq!(duration_us(45), "45µs");
+        assert_eq!(duration_us(1_250), "1.25ms");
+        assert_eq!(duration_us(42_000), "42.0ms");
+        assert_eq!(duration_us(2_500_000), "2.50s");
+        assert_eq!(duration_us(62_000_000), "1m02s");
+        assert_eq!(duration_us(3_720_000_000), "1h02m");
+    }
+
+    #[test]
+    fn quantities_use_powers_of_1000() {
+        assert_eq!(quantity(999.0), "999");
+        assert_eq!(quantity(1_500.0), "1.5K");
+        assert_eq!(quantity(20_000_000.0), "20.0M");
+    }
+
+    #[test]
+    fn rates_ignore_counters_that_went_backwards() {
+        assert_eq!(rate(10, 20, 1.0), 0.0);
+        assert_eq!(rate(30, 10, 2.0), 10.0);
+    }
+}
