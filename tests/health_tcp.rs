@@ -38,7 +38,7 @@ async fn stopping_only_the_health_port_takes_backend_down_within_configured_boun
         Duration::from_secs(5),
         "first probe on the health port",
         || health.accepted() >= 1,
-        || String::new(),
+        String::new,
     )
     .await;
     assert_eq!(sink.status(k), Some(up(1)), "backend starts up (no alpha)");
