@@ -12,6 +12,7 @@ use super::announce::AnnounceOptions;
 use super::driver::{StatusReporter, run_leased, run_unlocked};
 use super::keeper::VipKeeper;
 use super::lease::etcd::EtcdStore;
+use super::lease::kube::{KubeLeaseStore, KubeStoreOptions};
 use super::ownership::Ownership;
 use super::timing::Timing;
 use super::vip::{Netlink, VipError};
@@ -178,19 +179,18 @@ impl HaSupervisor {
                 ))
             }
             LockPlan::Kube(lock) => {
-                // The Kubernetes LeaseStore (lease/kube.rs) is not in the tree yet: never
-                // hold the VIP without a lease.
-                tracing::error!(
-                    instance = %name, kubeconfigs = ?lock.kubeconfigs,
-                    "kube_lock is not supported by this build yet; this host will not hold the VIP"
-                );
-                let mut stop_rx = stop_rx;
-                tokio::spawn(async move {
-                    let mut keeper = keeper;
-                    keeper.remove_stale().await;
-                    // Either a stop or a dropped supervisor ends the wait.
-                    let _stopped = stop_rx.changed().await;
-                })
+                let options =
+                    KubeStoreOptions::within(timing.renew_deadline, lock.kubeconfigs.len());
+                let store = KubeLeaseStore::new(lock, options);
+                let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());
+                tokio::spawn(run_leased(
+                    name.clone(),
+                    fsm,
+                    store,
+                    keeper,
+                    status,
+                    stop_rx,
+                ))
             }
         };
         tracing::info!(
