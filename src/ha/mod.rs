@@ -1,17 +1,31 @@
-//! High availability: which LB host holds each VIP.
+//! High availability: which LB host holds each VIP, and putting the address where the lease
+//! says.
 //!
-//! - [`lease`]: the lock services (Kubernetes Lease, etcd) behind one [`lease::LeaseStore`]
-//!   trait.
+//! # Layout
+//! - [`ownership`]: the lease state machine (pure: observations and monotonic `now` in,
+//!   decisions out). Its module doc states the guarantee and what it does not cover.
+//! - [`timing`]: renew period, poll period, lease duration, renew deadline and safety margin
+//!   derived from `check_interval` / `check_timeout`.
+//! - [`lease`]: the lock services behind one [`lease::LeaseStore`] trait: Kubernetes Lease
+//!   ([`lease::kube`]) and etcd ([`lease::etcd`]).
+//! - [`driver`]: the tokio task per instance that runs the state machine against a store
+//!   (or holds the VIP unconditionally when no lock is configured) and reports its state.
+//! - [`keeper`]: the VIP kept present and announced while held, absent otherwise.
+//! - [`vip`]: the address over rtnetlink; [`announce`]: gratuitous ARP / unsolicited NA and
+//!   the watch for other hosts claiming a held VIP.
+//! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload and shutdown.
 //! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
+//!
+//! Operator-facing description, timings and measurements: `docs/ha.md`.
 
 pub mod announce;
+pub mod driver;
+pub mod keeper;
 pub mod lease;
 pub mod online;
 pub mod ownership;
+pub mod supervisor;
 pub mod timing;
 pub mod vip;
-pub mod driver;
-pub mod keeper;
-pub mod supervisor;
 
 pub use supervisor::{HaError, HaOptions, HaSupervisor, host_identity};
