@@ -250,11 +250,16 @@ impl Actor {
         backend: &Backend,
         existing: Option<BackendEntry>,
     ) -> BackendEntry {
+        let reloaded = existing.is_some();
         let mut entry = existing.unwrap_or_else(|| BackendEntry {
             health: BackendHealth::new(backend.weight, backend.inhibit_on_failure),
             checks: Vec::new(),
             passive_pending: None,
         });
+        // A checker added by a reload to a backend that is down starts down too (as with
+        // alpha), so that replacing a failing check cannot put a dead backend back in
+        // rotation before anything has probed it; it probes at once instead of after warmup.
+        let start_down = backend.alpha || (reloaded && !entry.health.alive());
         entry
             .health
             .reconfigure(backend.weight, backend.inhibit_on_failure);
@@ -270,8 +275,8 @@ impl Actor {
             match reused {
                 Some(running) => entry.checks.push(running),
                 None => {
-                    let running = self.start_check(key, check, backend.alpha);
-                    entry.health.add_check(running.id, !backend.alpha, None);
+                    let running = self.start_check(key, check, start_down, reloaded);
+                    entry.health.add_check(running.id, !start_down, None);
                     entry.checks.push(running);
                 }
             }
@@ -294,7 +299,13 @@ impl Actor {
         entry
     }
 
-    fn start_check(&mut self, key: BackendKey, check: &Check, alpha: bool) -> RunningCheck {
+    fn start_check(
+        &mut self,
+        key: BackendKey,
+        check: &Check,
+        start_down: bool,
+        skip_warmup: bool,
+    ) -> RunningCheck {
         self.next_id += 1;
         let id = self.next_id;
         // One slot: a poke while one is queued adds nothing.
@@ -303,7 +314,8 @@ impl Actor {
             key,
             id,
             check: check.clone(),
-            state: CheckerState::new(check, alpha),
+            state: CheckerState::new(check, start_down),
+            skip_warmup,
             pokes,
             reports: self.reports.clone(),
         };

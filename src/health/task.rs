@@ -31,6 +31,9 @@ pub struct CheckTask {
     pub id: CheckId,
     pub check: Check,
     pub state: CheckerState,
+    /// Probe at once instead of after a random warmup (a checker added to a running backend
+    /// by a reload).
+    pub skip_warmup: bool,
     pub pokes: mpsc::Receiver<()>,
     pub reports: mpsc::UnboundedSender<Report>,
 }
@@ -38,7 +41,12 @@ pub struct CheckTask {
 impl CheckTask {
     pub async fn run(mut self) {
         let probe = Probe::new(&self.check);
-        let mut next_at = Instant::now() + warmup_delay(self.check.warmup);
+        let warmup = if self.skip_warmup {
+            Duration::ZERO
+        } else {
+            warmup_delay(self.check.warmup)
+        };
+        let mut next_at = Instant::now() + warmup;
         let mut passive = false;
         loop {
             tokio::select! {
