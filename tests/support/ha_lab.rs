@@ -288,14 +288,14 @@ impl ArpCapture {
         self.guard.signal(libc::SIGINT);
         self.guard.wait_exit(Duration::from_secs(3));
         let log = self.guard.log();
-        (claims(&log, vip), log)
+        (claims_in(&log, vip), log)
     }
 }
 
 /// Claims in tcpdump `-e -tt -vv` output. ARP: replies `is-at` and gratuitous requests
 /// (`who-has VIP tell VIP`). NDP: advertisements whose target is the VIP (on the next line
 /// with -vv the option shows the MAC; the Ethernet source is the sender either way).
-fn claims(log: &str, vip: &str) -> Vec<Claim> {
+pub fn claims_in(log: &str, vip: &str) -> Vec<Claim> {
     let mut out = Vec::new();
     for line in log.lines() {
         let mut words = line.split_whitespace();
