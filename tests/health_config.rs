@@ -130,3 +130,49 @@ async fn seed_shaped_config_checks_the_health_port_and_explains_transitions() {
     println!("transition reason: {reason}");
     supervisor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_reach_the_stats_snapshot_with_their_reason() {
+    let mut health = TcpEndpoint::bind().await;
+    let yaml = seed_shaped_yaml(free_tcp_port(), health.addr.port());
+    let plan = config::load_str("alive.yaml", &yaml, Mode::Check)
+        .unwrap_or_else(|e| panic!("seed-shaped yaml must load: {e:?}"))
+        .plan;
+    let registry = alive_proxy::stats::StatsRegistry::new();
+    registry.control().set_plan(&plan);
+    let backend_addr = plan.instances[0].services[0].backends[0].addr;
+    let (_passive_tx, passive_rx) = mpsc::unbounded_channel();
+    // The interface's wiring: the stats ControlState is the observer.
+    let supervisor =
+        HealthSupervisor::spawn(&plan, RecordingSink::new(), passive_rx, registry.control());
+    eventually(
+        Duration::from_secs(5),
+        "first probe",
+        || health.accepted() >= 1,
+        String::new,
+    )
+    .await;
+    health.stop().await;
+    let view = || {
+        registry
+            .snapshot()
+            .services
+            .iter()
+            .flat_map(|s| s.backends.clone())
+            .find(|b| b.addr == backend_addr)
+            .and_then(|b| b.health)
+    };
+    eventually(
+        Duration::from_secs(10),
+        "stats show the backend down",
+        || view().is_some_and(|h| h.state == alive_proxy::stats::HealthState::Down),
+        || format!("{:?}", view()),
+    )
+    .await;
+    let reason = view().map(|h| h.reason).unwrap_or_default();
+    assert!(
+        reason.contains("TCP_CHECK") && reason.contains("alive.yaml:"),
+        "stats reason: {reason}"
+    );
+    supervisor.shutdown().await;
+}
