@@ -225,3 +225,30 @@ async fn hundred_backends_checked_every_second_cost_little_cpu() {
     );
     supervisor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_backend_is_checked_on_its_ipv6_health_port() {
+    // The seed's second instance is IPv6; the same shape over ::1.
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let health = listener.local_addr().unwrap();
+    let vs: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+    let traffic: SocketAddr = "[::1]:40080".parse().unwrap();
+    let b = backend(traffic, vec![check(tcp(health), Timing::quick())]);
+    let k = key(vs, traffic);
+    let sink = RecordingSink::new();
+    let supervisor = spawn(&plan(vec![service(vs, vec![b])]), &sink);
+    let (_, peer) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("an IPv6 probe within 5 s")
+        .unwrap();
+    assert!(peer.is_ipv6(), "probe came from {peer}");
+    drop(listener);
+    eventually(
+        Duration::from_secs(5),
+        "IPv6 backend down once its health port closes",
+        || sink.status(k) == Some(BackendStatus::Down),
+        || format!("{:?}", sink.backend_calls(k)),
+    )
+    .await;
+    supervisor.shutdown().await;
+}
