@@ -150,7 +150,11 @@ impl CheckerState {
         }
         match self.flavor {
             Flavor::Tcp => self.tcp_step(finished, result),
-            Flavor::Http { .. } => self.http_step(finished, result),
+            Flavor::Http {
+                urls,
+                url_it,
+                failed_url,
+            } => self.http_step(urls, url_it, failed_url, finished, result),
             Flavor::Misc => self.misc_step(started, finished, result),
         }
     }
@@ -185,15 +189,14 @@ impl CheckerState {
     }
 
     /// keepalived `http_handle_response` → `epilog` / `timeout_epilog`.
-    fn http_step(&mut self, finished: Instant, result: &ProbeResult) -> Step {
-        let Flavor::Http {
-            urls,
-            mut url_it,
-            mut failed_url,
-        } = self.flavor
-        else {
-            unreachable!("http_step on a non-HTTP checker")
-        };
+    fn http_step(
+        &mut self,
+        urls: usize,
+        mut url_it: usize,
+        mut failed_url: Option<usize>,
+        finished: Instant,
+        result: &ProbeResult,
+    ) -> Step {
         #[derive(PartialEq)]
         enum Method {
             New,

@@ -300,3 +300,43 @@ fn misc_interval_runs_from_the_start_of_the_previous_run() {
     assert_eq!(step.next_at, late, "overdue retry runs at once");
     assert!(!step.settled);
 }
+
+mod model {
+    //! The keepalived rule stated plainly, checked against the machine for any sequence.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn results() -> impl Strategy<Value = Vec<bool>> {
+        proptest::collection::vec(any::<bool>(), 1..60)
+    }
+
+    proptest! {
+        #[test]
+        fn tcp_and_misc_follow_the_retry_rule(retry in 0u32..4, seq in results(), misc_kind in any::<bool>()) {
+            let check = if misc_kind { misc(retry) } else { tcp(retry) };
+            let mut d = Driver::new(&check, false);
+            // The plain rule: before the first result one failure takes it down; after that an
+            // up checker goes down on the (retry+1)-th consecutive failure; any success is up.
+            let mut up = true;
+            let mut first = true;
+            let mut streak = 0u32;
+            for ok in seq {
+                let (step, _) = if ok { d.pass() } else { d.fail() };
+                let before = up;
+                if ok {
+                    up = true;
+                    streak = 0;
+                } else if up {
+                    streak += 1;
+                    if first || streak > retry {
+                        up = false;
+                        streak = 0;
+                    }
+                }
+                first = false;
+                prop_assert_eq!(d.state.is_up(), up);
+                prop_assert_eq!(went(&step), (before != up).then_some(up));
+            }
+        }
+    }
+}
