@@ -4,17 +4,19 @@
 //!
 //! ```text
 //! ha_node --interface eth0 --vip 192.0.2.100 --vip 2001:db8::100 \
-//!         --etcd http://192.0.2.2:2379 [--check-interval-ms 1000] [--check-timeout-ms 3000]
+//!         (--etcd http://192.0.2.2:2379 | --kubeconfig PATH...)
+//!         [--check-interval-ms 1000] [--check-timeout-ms 3000]
 //! ```
-//! Each VIP is its own instance (`vip-<n>`, key `/alive-proxy/leases/vip-<n>`). Without
-//! `--etcd` the VIPs are held unconditionally. Identity: `--identity` or the host name.
+//! Each VIP is its own instance `vip-<n>`: etcd key `/alive-proxy/leases/vip-<n>`, or Lease
+//! `kube-system/alive-proxy-vip-<n>`. Without a lock the VIPs are held unconditionally.
+//! Identity: `--identity` or the host name.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use alive_proxy::config::plan::{
-    AdminPlan, DEFAULT_ADMIN_SOCKET, EtcdLock, Instance, LockPlan, Plan,
+    AdminPlan, DEFAULT_ADMIN_SOCKET, EtcdLock, Instance, KubeLock, LockPlan, Plan,
 };
 use alive_proxy::ha::{HaOptions, HaSupervisor, host_identity};
 use alive_proxy::stats::control::ControlState;
@@ -29,6 +31,9 @@ struct Args {
     vip: Vec<IpAddr>,
     #[arg(long)]
     etcd: Vec<String>,
+    /// Kubeconfigs for a Kubernetes Lease lock, tried in order.
+    #[arg(long)]
+    kubeconfig: Vec<PathBuf>,
     #[arg(long)]
     identity: Option<String>,
     #[arg(long, default_value_t = 1000)]
@@ -48,13 +53,19 @@ fn plan(args: &Args) -> Plan {
         .map(|(n, vip)| {
             let name = format!("vip-{n}");
             Instance {
-                lock: if args.etcd.is_empty() {
-                    LockPlan::None
-                } else {
+                lock: if !args.etcd.is_empty() {
                     LockPlan::Etcd(EtcdLock {
                         endpoints: args.etcd.clone(),
                         key: format!("/alive-proxy/leases/{name}"),
                     })
+                } else if !args.kubeconfig.is_empty() {
+                    LockPlan::Kube(KubeLock {
+                        kubeconfigs: args.kubeconfig.clone(),
+                        lease_name: format!("alive-proxy-{name}"),
+                        namespace: "kube-system".into(),
+                    })
+                } else {
+                    LockPlan::None
                 },
                 name,
                 vip: *vip,

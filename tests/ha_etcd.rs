@@ -15,223 +15,34 @@ mod support;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ha_lab::{AddrMonitor, ArpCapture, Claim, Etcd, claim_runs, now_secs, overlaps, start_node};
-use support::netns::{Host, Lab};
-use support::process::ChildGuard;
+use ha_lab::{
+    Cluster, Etcd, Pinger, VIP4, VIP6, assert_one_run_per_mac, lab_with_lbs, neighbour_mac,
+    now_secs, start_node,
+};
+use support::netns::Lab;
 use support::wait;
 
-const VIP4: &str = "192.0.2.100";
-const VIP6: &str = "2001:db8::100";
 const ETCD_IP: &str = "192.0.2.2";
 
 /// Scenarios measure timing on a 2-core machine: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Node {
-    host: Host,
-    process: ChildGuard,
-    monitor: AddrMonitor,
-}
-
-/// Field order is drop order: processes first, the lab (namespaces) last.
-struct Cluster {
-    nodes: Vec<Node>,
-    etcd: Etcd,
-    client: Host,
-    lab: Lab,
-}
-
-impl Cluster {
-    /// etcd, a client and `lbs` LB hosts; lb1 is started first and holds both VIPs before
-    /// the others start, so every scenario begins with a known holder.
-    fn start(lbs: usize) -> Cluster {
-        let mut lab = Lab::new();
-        let lock = lab.add_host("etcd", &[&format!("{ETCD_IP}/24")]);
-        let client = lab.add_host("client", &["192.0.2.200/24", "2001:db8::200/64"]);
-        let hosts: Vec<Host> = (1..=lbs)
-            .map(|i| {
-                lab.add_host(
-                    &format!("lb{i}"),
-                    &[&format!("192.0.2.1{i}/24"), &format!("2001:db8::1{i}/64")],
-                )
-            })
-            .collect();
-        let etcd = Etcd::start(&lock, ETCD_IP);
-        let mut nodes = Vec::new();
-        for host in hosts {
-            let monitor = AddrMonitor::start(&host);
-            let process = start_node(&host, &node_args(&etcd));
-            if nodes.is_empty() {
-                wait::until_or_panic(Duration::from_secs(10), "lb1 to hold both VIPs", || {
-                    host.has_address(VIP4) && host.has_address(VIP6)
-                });
-            }
-            nodes.push(Node {
-                host,
-                process,
-                monitor,
-            });
-        }
-        wait::until_or_panic(Duration::from_secs(10), "every node running", || {
-            nodes
-                .iter()
-                .all(|n| n.process.log().contains("ha_node running"))
-        });
-        // Standbys have read the lease once (their first read follows start at once).
-        std::thread::sleep(Duration::from_millis(500));
-        Cluster {
-            nodes,
-            etcd,
-            client,
-            lab,
-        }
-    }
-
-    fn holders(&self, vip: &str) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].host.has_address(vip))
-            .collect()
-    }
-
-    /// Waits until exactly one LB host other than `not` has `vip`, returns its index.
-    fn wait_new_holder(&self, vip: &str, not: usize, timeout: Duration) -> usize {
-        let mut found = None;
-        let ok = wait::until(timeout, || {
-            let holders = self.holders(vip);
-            found = (holders.len() == 1 && holders[0] != not).then(|| holders[0]);
-            found.is_some()
-        });
-        match (ok, found) {
-            (true, Some(i)) => i,
-            _ => panic!(
-                "{vip} did not move to one other host within {timeout:?}; holders now {:?}\n{}",
-                self.holders(vip),
-                self.logs()
-            ),
-        }
-    }
-
-    fn intervals(&self, vip: &str, until: f64) -> Vec<(String, Vec<(f64, f64)>)> {
-        self.nodes
-            .iter()
-            .map(|n| (n.host.name.clone(), n.monitor.intervals(vip, until)))
-            .collect()
-    }
-
-    /// First time `vip` was added on node `i` after `after`.
-    fn added_at(&self, i: usize, vip: &str, after: f64) -> Option<f64> {
-        self.nodes[i]
-            .monitor
-            .events()
-            .into_iter()
-            .find(|e| e.added && e.addr == vip && e.at >= after)
-            .map(|e| e.at)
-    }
-
-    /// First time `vip` was removed on node `i` after `after`.
-    fn removed_at(&self, i: usize, vip: &str, after: f64) -> Option<f64> {
-        self.nodes[i]
-            .monitor
-            .events()
-            .into_iter()
-            .find(|e| !e.added && e.addr == vip && e.at >= after)
-            .map(|e| e.at)
-    }
-
-    fn assert_never_two_holders(&self, until: f64) {
-        for vip in [VIP4, VIP6] {
-            let intervals = self.intervals(vip, until);
-            let found = overlaps(&intervals);
-            assert!(
-                found.is_empty(),
-                "{vip} was on two hosts at once: {found:?}\nintervals: {intervals:?}\n{}",
-                self.logs()
-            );
-        }
-    }
-
-    fn mac_of(&self, i: usize) -> String {
-        self.nodes[i].host.mac()
-    }
-
-    fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| format!("--- {} ---\n{}", n.host.name, n.process.log()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn capture(&self) -> ArpCapture {
-        ArpCapture::start(self.lab.switch_ns(), &self.client.switch_port)
-    }
-}
-
-fn node_args(etcd: &Etcd) -> Vec<&str> {
+fn etcd_args(etcd: &Etcd) -> Vec<&str> {
     vec!["--vip", VIP4, "--vip", VIP6, "--etcd", &etcd.endpoint]
 }
 
-fn assert_one_run_per_mac(vip: &str, claims: &[Claim], capture_log: &str) {
-    let runs = claim_runs(claims);
-    let mut seen = std::collections::HashSet::new();
-    for mac in &runs {
-        assert!(
-            seen.insert(mac.clone()),
-            "claims for {vip} alternate between MACs {runs:?}: two hosts answered for it\n{capture_log}"
-        );
-    }
-}
-
-/// Client-side pings every 50 ms; returns the longest silence between replies.
-struct Pinger {
-    guard: ChildGuard,
-}
-
-impl Pinger {
-    fn start(client: &Host, vip: &str, seconds: u32) -> Pinger {
-        let deadline = seconds.to_string();
-        let family = if vip.contains(':') { "-6" } else { "-4" };
-        Pinger {
-            guard: client.spawn(
-                &format!("ping{family}"),
-                "ping",
-                &[
-                    family, "-D", "-n", "-i", "0.05", "-W", "0.2", "-w", &deadline, vip,
-                ],
-            ),
-        }
-    }
-
-    /// Longest gap between consecutive replies, and when it started.
-    fn longest_gap(mut self) -> Option<(f64, f64)> {
-        self.guard.signal(libc::SIGINT);
-        self.guard.wait_exit(Duration::from_secs(2));
-        let replies: Vec<f64> = self
-            .guard
-            .log()
-            .lines()
-            .filter(|l| l.contains("bytes from"))
-            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-            .collect();
-        replies
-            .windows(2)
-            .map(|w| (w[1] - w[0], w[0]))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-    }
-}
-
-fn neighbour_mac(client: &Host, vip: &str) -> Option<String> {
-    let out = client.try_run("ip", &["neigh", "show", vip]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut words = text.split_whitespace();
-    words.find(|w| *w == "lladdr")?;
-    words.next().map(str::to_string)
+/// etcd on its own host, a client, and `lbs` LB hosts running ha_node against it.
+fn etcd_cluster(lbs: usize) -> (Cluster, Etcd) {
+    let (lab, lock, client, hosts) = lab_with_lbs(&[&format!("{ETCD_IP}/24")], lbs);
+    let etcd = Etcd::start(&lock, ETCD_IP);
+    let cluster = Cluster::start(lab, client, hosts, &etcd_args(&etcd));
+    (cluster, etcd)
 }
 
 #[test]
 fn vip_moves_to_a_peer_when_the_holder_host_dies() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start(3);
+    let (cluster, _etcd) = etcd_cluster(3);
     assert_eq!(
         cluster.holders(VIP4),
         vec![0],
@@ -318,7 +129,7 @@ fn vip_moves_to_a_peer_when_the_holder_host_dies() {
 #[test]
 fn sigterm_hands_the_vip_over_to_a_peer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cluster = Cluster::start(2);
+    let (mut cluster, _etcd) = etcd_cluster(2);
     let capture = cluster.capture();
     cluster.client.run("ping", &["-c1", "-W2", VIP4]);
     let ping4 = Pinger::start(&cluster.client, VIP4, 10);
@@ -368,7 +179,7 @@ fn sigterm_hands_the_vip_over_to_a_peer() {
 #[test]
 fn holder_cut_off_from_etcd_drops_the_vip_before_a_peer_takes_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start(2);
+    let (cluster, _etcd) = etcd_cluster(2);
     let capture = cluster.capture();
     // The client keeps asking who has the VIP, so both hosts would answer if both held it.
     let arping = cluster.client.spawn(
@@ -426,9 +237,9 @@ fn holder_cut_off_from_etcd_drops_the_vip_before_a_peer_takes_it() {
 #[test]
 fn etcd_outage_takes_the_vip_down_everywhere_until_etcd_returns() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start(2);
+    let (cluster, etcd) = etcd_cluster(2);
     let paused = now_secs();
-    cluster.etcd.pause();
+    etcd.pause();
     wait::until_or_panic(Duration::from_secs(5), "the holder to drop the VIP", || {
         cluster.holders(VIP4).is_empty() && cluster.holders(VIP6).is_empty()
     });
@@ -438,7 +249,7 @@ fn etcd_outage_takes_the_vip_down_everywhere_until_etcd_returns() {
     // A few seconds more with etcd frozen: nobody may take the VIP.
     std::thread::sleep(Duration::from_secs(3));
     let resumed = now_secs();
-    cluster.etcd.resume();
+    etcd.resume();
     let mut holder = None;
     wait::until_or_panic(
         Duration::from_secs(10),
@@ -483,13 +294,13 @@ fn stale_vip_left_on_a_standby_is_removed_at_start() {
     let lb1 = lab.add_host("lb1", &["192.0.2.11/24", "2001:db8::11/64"]);
     let lb2 = lab.add_host("lb2", &["192.0.2.12/24", "2001:db8::12/64"]);
     let etcd = Etcd::start(&lock, ETCD_IP);
-    let _n1 = start_node(&lb1, &node_args(&etcd));
+    let _n1 = start_node(&lb1, &etcd_args(&etcd));
     wait::until_or_panic(Duration::from_secs(10), "lb1 to hold VIP4", || {
         lb1.has_address(VIP4)
     });
     // As if an earlier run on lb2 had been SIGKILLed while holding.
     lb2.run("ip", &["addr", "add", &format!("{VIP4}/32"), "dev", "eth0"]);
-    let n2 = start_node(&lb2, &node_args(&etcd));
+    let n2 = start_node(&lb2, &etcd_args(&etcd));
     wait::until_or_panic(
         Duration::from_secs(5),
         "lb2 to remove the stale VIP",
@@ -504,7 +315,7 @@ fn stale_vip_left_on_a_standby_is_removed_at_start() {
 #[test]
 fn vip_deleted_by_someone_else_is_put_back() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start(1);
+    let (cluster, _etcd) = etcd_cluster(1);
     let holder = &cluster.nodes[0];
     holder
         .host
@@ -525,7 +336,7 @@ fn vip_deleted_by_someone_else_is_put_back() {
 #[test]
 fn another_mac_announcing_a_held_vip_is_logged() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start(2);
+    let (cluster, _etcd) = etcd_cluster(2);
     // lb2's kernel does not hold the VIP; arping forges a gratuitous ARP from lb2's MAC.
     cluster.nodes[1].host.try_run(
         "arping",

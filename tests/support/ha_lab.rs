@@ -10,12 +10,15 @@
 //! file uses every helper, hence the allow.
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::netns::Host;
+use crate::support::netns::{Host, Lab};
 use crate::support::ports::free_tcp_port;
 use crate::support::process::{ChildGuard, spawn_logged};
 use crate::support::wait;
@@ -28,29 +31,116 @@ pub fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Builds `examples/ha_node.rs` once per test binary and returns its path.
+/// Builds `examples/<name>.rs` (once per test binary and name) and returns its path.
+pub fn example_binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+    assert!(status.success(), "building examples/{name}.rs failed");
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> → target/debug/examples/<name>
+    let debug_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = debug_dir.join("examples").join(name);
+    assert!(path.exists(), "{} missing after build", path.display());
+    built.push((name.to_owned(), path.clone()));
+    path
+}
+
 pub fn ha_node_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "--example", "ha_node"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build --example ha_node");
-            assert!(status.success(), "building examples/ha_node.rs failed");
-            let exe = std::env::current_exe().expect("test binary path");
-            // target/debug/deps/<test> → target/debug/examples/ha_node
-            let debug_dir = exe
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("test binary lives in target/<profile>/deps");
-            let path = debug_dir.join("examples").join("ha_node");
-            assert!(path.exists(), "{} missing after build", path.display());
-            path
-        })
-        .clone()
+    example_binary("ha_node")
+}
+
+/// `examples/fake_kube_api.rs` (the in-tree Kubernetes API server) in a namespace, one
+/// endpoint per address, with its fault switches driven over stdin.
+pub struct FakeKubeApi {
+    child: Child,
+    stdin: ChildStdin,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    /// Admin kubeconfig per endpoint, in `--bind` order.
+    pub kubeconfigs: Vec<PathBuf>,
+}
+
+impl FakeKubeApi {
+    pub fn start(host: &Host, ips: &[&str]) -> FakeKubeApi {
+        let dir = tempfile::tempdir().expect("fake API server dir");
+        let log = dir.path().join("fake_kube_api.log");
+        let log_file = File::create(&log).expect("fake API server log");
+        let log_err = log_file.try_clone().expect("clone log handle");
+        let mut command = host.command(&example_binary("fake_kube_api").to_string_lossy());
+        for ip in ips {
+            command.args(["--bind", &format!("{ip}:{}", free_tcp_port())]);
+        }
+        command
+            .args(["--dir", &dir.path().join("pki").to_string_lossy()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(log_file))
+            .stderr(Stdio::from(log_err))
+            .process_group(0);
+        let mut child = command.spawn().expect("start fake_kube_api");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let ready = wait::until(Duration::from_secs(20), || {
+            read_log().lines().any(|l| l == "ready")
+        });
+        let mut api = FakeKubeApi {
+            child,
+            stdin,
+            log: log.clone(),
+            _dir: dir,
+            kubeconfigs: Vec::new(),
+        };
+        assert!(ready, "fake_kube_api not ready:\n{}", read_log());
+        api.kubeconfigs = read_log()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("kubeconfig ")?;
+                let mut words = rest.split_whitespace();
+                let (_index, user, path) = (words.next()?, words.next()?, words.next()?);
+                (user == "kubernetes-admin").then(|| PathBuf::from(path))
+            })
+            .collect();
+        assert_eq!(
+            api.kubeconfigs.len(),
+            ips.len(),
+            "kubeconfigs:\n{}",
+            read_log()
+        );
+        api
+    }
+
+    /// Sends a fault-switch line (`down 0`, `up 1`, ...) and waits for it to be applied.
+    pub fn command(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to fake_kube_api");
+        self.stdin.flush().expect("flush fake_kube_api stdin");
+        let log = &self.log;
+        wait::until_or_panic(Duration::from_secs(5), line, || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == format!("ok {line}"))
+        });
+    }
+}
+
+impl Drop for FakeKubeApi {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this guard's child leads.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A single-member etcd cluster listening on `ip` inside `host`'s namespace.
@@ -121,6 +211,9 @@ pub fn start_node(host: &Host, args: &[&str]) -> ChildGuard {
         .env("NO_COLOR", "1");
     spawn_logged(&format!("{}-ha_node", host.name), command)
 }
+
+pub const VIP4: &str = "192.0.2.100";
+pub const VIP6: &str = "2001:db8::100";
 
 /// One address appearing (`added`) or going away on a host, at wall-clock `at`.
 #[derive(Debug, Clone)]
@@ -335,6 +428,204 @@ pub fn claim_runs(claims: &[Claim]) -> Vec<String> {
         }
     }
     runs
+}
+
+// ---- A cluster of LB hosts and the checks every HA scenario makes ----
+
+pub struct Node {
+    pub host: Host,
+    pub process: ChildGuard,
+    pub monitor: AddrMonitor,
+}
+
+/// LB hosts running ha_node, a client, and the lab. Field order is drop order: processes
+/// first, the lab (namespaces) last.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub client: Host,
+    pub lab: Lab,
+}
+
+/// A lab with a lock host (addresses `lock_addrs`), a client and `lbs` LB hosts lb1..lbN.
+pub fn lab_with_lbs(lock_addrs: &[&str], lbs: usize) -> (Lab, Host, Host, Vec<Host>) {
+    let mut lab = Lab::new();
+    let lock = lab.add_host("lock", lock_addrs);
+    let client = lab.add_host("client", &["192.0.2.200/24", "2001:db8::200/64"]);
+    let hosts = (1..=lbs)
+        .map(|i| {
+            lab.add_host(
+                &format!("lb{i}"),
+                &[&format!("192.0.2.1{i}/24"), &format!("2001:db8::1{i}/64")],
+            )
+        })
+        .collect();
+    (lab, lock, client, hosts)
+}
+
+impl Cluster {
+    /// Starts ha_node with `args` on every host; the first one is started alone and holds
+    /// both VIPs before the others start, so every scenario begins with a known holder.
+    pub fn start(lab: Lab, client: Host, hosts: Vec<Host>, args: &[&str]) -> Cluster {
+        let mut nodes: Vec<Node> = Vec::new();
+        for host in hosts {
+            let monitor = AddrMonitor::start(&host);
+            let process = start_node(&host, args);
+            if nodes.is_empty() {
+                wait::until_or_panic(Duration::from_secs(15), "lb1 to hold both VIPs", || {
+                    host.has_address(VIP4) && host.has_address(VIP6)
+                });
+            }
+            nodes.push(Node {
+                host,
+                process,
+                monitor,
+            });
+        }
+        wait::until_or_panic(Duration::from_secs(10), "every node running", || {
+            nodes
+                .iter()
+                .all(|n| n.process.log().contains("ha_node running"))
+        });
+        // Standbys have read the lease once (their first read follows start at once).
+        std::thread::sleep(Duration::from_millis(500));
+        Cluster { nodes, client, lab }
+    }
+
+    pub fn holders(&self, vip: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].host.has_address(vip))
+            .collect()
+    }
+
+    /// Waits until exactly one LB host other than `not` has `vip`, returns its index.
+    pub fn wait_new_holder(&self, vip: &str, not: usize, timeout: Duration) -> usize {
+        let mut found = None;
+        let ok = wait::until(timeout, || {
+            let holders = self.holders(vip);
+            found = (holders.len() == 1 && holders[0] != not).then(|| holders[0]);
+            found.is_some()
+        });
+        match (ok, found) {
+            (true, Some(i)) => i,
+            _ => panic!(
+                "{vip} did not move to one other host within {timeout:?}; holders now {:?}\n{}",
+                self.holders(vip),
+                self.logs()
+            ),
+        }
+    }
+
+    pub fn intervals(&self, vip: &str, until: f64) -> Vec<(String, Vec<(f64, f64)>)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.host.name.clone(), n.monitor.intervals(vip, until)))
+            .collect()
+    }
+
+    /// First time `vip` was added on node `i` after `after`.
+    pub fn added_at(&self, i: usize, vip: &str, after: f64) -> Option<f64> {
+        self.nodes[i]
+            .monitor
+            .events()
+            .into_iter()
+            .find(|e| e.added && e.addr == vip && e.at >= after)
+            .map(|e| e.at)
+    }
+
+    /// First time `vip` was removed on node `i` after `after`.
+    pub fn removed_at(&self, i: usize, vip: &str, after: f64) -> Option<f64> {
+        self.nodes[i]
+            .monitor
+            .events()
+            .into_iter()
+            .find(|e| !e.added && e.addr == vip && e.at >= after)
+            .map(|e| e.at)
+    }
+
+    pub fn assert_never_two_holders(&self, until: f64) {
+        for vip in [VIP4, VIP6] {
+            let intervals = self.intervals(vip, until);
+            let found = overlaps(&intervals);
+            assert!(
+                found.is_empty(),
+                "{vip} was on two hosts at once: {found:?}\nintervals: {intervals:?}\n{}",
+                self.logs()
+            );
+        }
+    }
+
+    pub fn mac_of(&self, i: usize) -> String {
+        self.nodes[i].host.mac()
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {} ---\n{}", n.host.name, n.process.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn capture(&self) -> ArpCapture {
+        ArpCapture::start(self.lab.switch_ns(), &self.client.switch_port)
+    }
+}
+
+pub fn assert_one_run_per_mac(vip: &str, claims: &[Claim], capture_log: &str) {
+    let runs = claim_runs(claims);
+    let mut seen = std::collections::HashSet::new();
+    for mac in &runs {
+        assert!(
+            seen.insert(mac.clone()),
+            "claims for {vip} alternate between MACs {runs:?}: two hosts answered for it\n{capture_log}"
+        );
+    }
+}
+
+/// Client-side pings every 50 ms; returns the longest silence between replies.
+pub struct Pinger {
+    guard: ChildGuard,
+}
+
+impl Pinger {
+    pub fn start(client: &Host, vip: &str, seconds: u32) -> Pinger {
+        let deadline = seconds.to_string();
+        let family = if vip.contains(':') { "-6" } else { "-4" };
+        Pinger {
+            guard: client.spawn(
+                &format!("ping{family}"),
+                "ping",
+                &[
+                    family, "-D", "-n", "-i", "0.05", "-W", "0.2", "-w", &deadline, vip,
+                ],
+            ),
+        }
+    }
+
+    /// Longest gap between consecutive replies, and when it started.
+    pub fn longest_gap(mut self) -> Option<(f64, f64)> {
+        self.guard.signal(libc::SIGINT);
+        self.guard.wait_exit(Duration::from_secs(2));
+        let replies: Vec<f64> = self
+            .guard
+            .log()
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect();
+        replies
+            .windows(2)
+            .map(|w| (w[1] - w[0], w[0]))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+}
+
+pub fn neighbour_mac(client: &Host, vip: &str) -> Option<String> {
+    let out = client.try_run("ip", &["neigh", "show", vip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
 }
 
 #[test]
