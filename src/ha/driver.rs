@@ -229,3 +229,68 @@ fn classify<T, S: LeaseStore>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::StatsRegistry;
+
+    fn state(registry: &StatsRegistry, instance: &str) -> Option<VipView> {
+        registry
+            .snapshot()
+            .instances
+            .into_iter()
+            .find(|i| i.name == instance)
+            .and_then(|i| i.state)
+    }
+
+    #[test]
+    fn status_counts_role_changes_and_keeps_since_on_repeats() {
+        let registry = StatsRegistry::new();
+        let mut status = StatusReporter::new("vip-1".into(), registry.control());
+        status.publish(
+            VipRole::Backup,
+            Some("lb2".into()),
+            Some("etcd".into()),
+            None,
+        );
+        let first = state(&registry, "vip-1").expect("state published");
+        assert_eq!(first.role, VipRole::Backup);
+        assert_eq!(first.holder.as_deref(), Some("lb2"));
+        assert_eq!(first.transitions, 1, "Init -> Backup is one change");
+        status.publish(
+            VipRole::Backup,
+            Some("lb2".into()),
+            Some("etcd".into()),
+            None,
+        );
+        assert_eq!(
+            state(&registry, "vip-1").map(|v| v.since),
+            Some(first.since)
+        );
+        status.publish(
+            VipRole::Master,
+            Some("lb1".into()),
+            Some("etcd".into()),
+            None,
+        );
+        let now = state(&registry, "vip-1").expect("state published");
+        assert_eq!(now.role, VipRole::Master);
+        assert_eq!(now.transitions, 2);
+    }
+
+    #[test]
+    fn status_shows_the_last_lock_error() {
+        let registry = StatsRegistry::new();
+        let mut status = StatusReporter::new("vip-1".into(), registry.control());
+        status.publish(
+            VipRole::Fault,
+            None,
+            Some("etcd".into()),
+            Some("timed out".into()),
+        );
+        let view = state(&registry, "vip-1").expect("state published");
+        assert_eq!(view.role, VipRole::Fault);
+        assert_eq!(view.last_error.as_deref(), Some("timed out"));
+    }
+}

@@ -103,6 +103,8 @@ pub struct Report {
     /// Real time the VIP was on some host.
     pub held_for: Micros,
     pub takeovers: usize,
+    /// When each host's VIP came (`true`) and went, in order.
+    pub vip_changes: Vec<(Micros, usize, bool)>,
 }
 
 struct Sim {
@@ -230,8 +232,9 @@ impl Sim {
             Event::Answer(h, call, outcome) => self.finish(h, call, outcome),
             Event::Timeout(h, call) => self.finish(h, call, Outcome::Failed),
             Event::Vip(h, on) => {
-                if self.alive(h) {
+                if self.alive(h) && self.hosts[h].vip != on {
                     self.hosts[h].vip = on;
+                    self.report.vip_changes.push((self.now, h, on));
                 }
             }
         }
@@ -302,6 +305,7 @@ pub fn run(seed: u64, sc: Scenario, setup: impl FnOnce(&mut [HostPlan], &mut Std
             overlaps: Vec::new(),
             held_for: 0,
             takeovers: 0,
+            vip_changes: Vec::new(),
         },
         sc,
     };
@@ -433,5 +437,34 @@ fn checker_catches_overlap_when_deadline_equals_duration_and_clocks_drift() {
     assert!(
         found,
         "broken timing never produced an overlap: the checker is blind"
+    );
+}
+
+#[test]
+fn planned_stop_hands_over_within_one_poll_period_plus_round_trips() {
+    let timing = Timing::from_checks(Duration::from_secs(1), Duration::from_secs(3));
+    let mut sc = seed_scenario(2, timing, 0.0);
+    sc.loss = 0.0;
+    sc.max_delay = 1_000;
+    sc.run_for = 20_000_000;
+    let report = run(3, sc, |plans, _| plans[0].stop_at = Some(10_000_000));
+    let off = report
+        .vip_changes
+        .iter()
+        .find(|&&(_, h, on)| h == 0 && !on)
+        .map(|&(t, ..)| t)
+        .expect("lb0 removed the VIP on stop");
+    let on = report
+        .vip_changes
+        .iter()
+        .find(|&&(t, h, on)| h == 1 && on && t >= off)
+        .map(|&(t, ..)| t)
+        .expect("lb1 took the VIP after the stop");
+    let bound = timing.poll_period.as_micros() as u64 + 20_000;
+    assert!(
+        on - off <= bound,
+        "handover took {} ms, more than one poll period + round trips ({} ms)",
+        (on - off) / 1000,
+        bound / 1000
     );
 }
