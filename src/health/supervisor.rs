@@ -210,6 +210,7 @@ impl Actor {
                 backend: backend_addr,
             };
             let existing = entry.backends.remove(&backend_addr);
+            let status_before = existing.as_ref().map(|b| b.health.status());
             let reason = if existing.is_some() {
                 "configuration reloaded"
             } else if backend.alpha && !backend.checks.is_empty() {
@@ -219,7 +220,11 @@ impl Actor {
             };
             let updated = self.reconcile_backend(key, backend, existing);
             let status = updated.health.status();
-            tracing::info!(service = %addr, backend = %backend_addr, ?status, reason, "backend health");
+            if status_before == Some(status) {
+                tracing::debug!(service = %addr, backend = %backend_addr, ?status, reason, "backend health");
+            } else {
+                tracing::info!(service = %addr, backend = %backend_addr, ?status, reason, "backend health");
+            }
             self.sink.backend_changed(key, status);
             self.observer
                 .backend_health(key, status, reason.to_string());
