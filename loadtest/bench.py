@@ -238,10 +238,14 @@ stream {{
 """
 
 
-def alive_conf(backend_port, vip):
+def alive_conf(work, backend_port, vip):
     # The seed's rule: the virtual server port equals the real server port, so the VIP
-    # is a second loopback address on the backend's port.
-    return f"""instances:
+    # is a second loopback address on the backend's port. The admin socket lives in the
+    # work dir and admin HTTP is off, so a daemon already running elsewhere is untouched.
+    return f"""admin:
+  socket: "{work}/admin.sock"
+  http: "off"
+instances:
   - vip:
       vip: {vip}
       interface: "lo"
@@ -282,7 +286,7 @@ def start_targets(args, work, backend_port):
     wanted = args.targets.split(",")
     if "alive-proxy" in wanted:
         binary = os.path.join(ROOT, "target/release/alive-proxy")
-        conf = write(f"{work}/alive.yaml", alive_conf(backend_port, args.alive_vip))
+        conf = write(f"{work}/alive.yaml", alive_conf(work, backend_port, args.alive_vip))
         extra = args.alive_args.split() if args.alive_args else []
         proc = start([binary, "run", "--workers", "1", "--config", conf] + extra,
                      f"{work}/alive-proxy.log", PROXY_CORE)
@@ -325,6 +329,8 @@ def run_wrk(target, load, duration, work):
     after = target.cpu()
     res = parse_wrk(out)
     res["elapsed"] = elapsed
+    # 1-minute load average after the run: > 2 on this 2-core box means other jobs competed.
+    res["loadavg"] = os.getloadavg()[0]
     if before is not None and after is not None:
         res["proxy_cpu_s"] = after - before
     with open(f"{work}/wrk.log", "a") as f:
@@ -454,6 +460,15 @@ def main():
 
         summary = summarize(records, names, chosen)
         report = table(summary, names, chosen)
+        loads_seen = [r["loadavg"] for r in records]
+        report += (f"\n\nLoad average (1 min) after runs: median {statistics.median(loads_seen):.2f}, "
+                   f"max {max(loads_seen):.2f} (2 cores; above ~2 means other jobs competed).")
+        try:
+            commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = "unknown"
+        report += f"\nalive-proxy tree at commit {commit}; command: {' '.join(sys.argv)}"
         print(report)
         if args.out:
             with open(args.out, "w") as f:
