@@ -48,6 +48,7 @@ pub(crate) struct PlanService {
     pub(crate) instance: String,
     pub(crate) scheduler: String,
     pub(crate) backends: Vec<(SocketAddr, u32)>,
+    pub(crate) sorry_server: Option<SocketAddr>,
 }
 
 /// A backend's health as last reported.
@@ -226,6 +227,7 @@ impl ControlState {
                             .iter()
                             .map(|b| (b.addr, b.weight))
                             .collect(),
+                        sorry_server: service.sorry_server,
                     })
                 })
                 .collect(),

@@ -70,6 +70,9 @@ impl ServiceSnapshot {
 pub struct BackendSnapshot {
     pub addr: SocketAddr,
     pub in_plan: bool,
+    /// The service's `sorry_server` (takes connections only while the service is below quorum).
+    #[serde(default)]
+    pub sorry_server: bool,
     pub configured_weight: Option<u32>,
     /// As health last reported; `None` before its first report.
     pub health: Option<HealthView>,
@@ -100,6 +103,9 @@ impl BackendSnapshot {
     }
 
     pub fn state_name(&self) -> &'static str {
+        if self.sorry_server {
+            return "sorry";
+        }
         match &self.health {
             Some(health) => health.state.name(),
             None => "unknown",
@@ -194,6 +200,12 @@ impl StatsRegistry {
                 let mut backend_order: Vec<(SocketAddr, Option<u32>)> = planned
                     .map(|s| s.backends.iter().map(|(a, w)| (*a, Some(*w))).collect())
                     .unwrap_or_default();
+                let sorry = planned.and_then(|s| s.sorry_server);
+                if let Some(sorry) = sorry
+                    && !backend_order.iter().any(|(seen, _)| *seen == sorry)
+                {
+                    backend_order.push((sorry, None));
+                }
                 for key in backends.keys().filter(|k| k.service == addr) {
                     if !backend_order.iter().any(|(seen, _)| *seen == key.backend) {
                         backend_order.push((key.backend, None));
@@ -209,7 +221,8 @@ impl StatsRegistry {
                         let sums = backends.remove(&key).unwrap_or_default();
                         BackendSnapshot {
                             addr: backend,
-                            in_plan: configured_weight.is_some(),
+                            in_plan: configured_weight.is_some() || sorry == Some(backend),
+                            sorry_server: sorry == Some(backend),
                             configured_weight,
                             health: control.health.get(&key).cloned(),
                             connections: sums.connections,
