@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::control::unix_seconds;
+use super::control::{HealthState, unix_seconds};
 use super::histogram::LatencySummary;
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
 
@@ -173,7 +173,12 @@ pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> Str
                 percentiles(&backend.connect_time),
                 rates
             );
-            if let Some(health) = backend.health.as_ref().filter(|h| !h.reason.is_empty()) {
+            // Why a backend takes no traffic is what operators look for; up ones need no line.
+            if let Some(health) = backend
+                .health
+                .as_ref()
+                .filter(|h| h.state != HealthState::Up && !h.reason.is_empty())
+            {
                 let _ = writeln!(
                     out,
                     "       {} for {}: {}",
