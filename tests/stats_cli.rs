@@ -1,5 +1,7 @@
 //! `alive-proxy stats` as operators run it: against a live admin socket, and without one.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -160,4 +162,32 @@ fn stats_watch_rejects_a_zero_interval() {
     let daemon = daemon();
     let output = alive_proxy(&["stats", "--socket", &daemon.socket(), "--watch", "0"]);
     assert!(!output.status.success(), "--watch 0 must be refused");
+}
+
+#[test]
+fn stats_watch_json_prints_one_snapshot_per_interval() {
+    let daemon = daemon();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_alive-proxy"));
+    command
+        .args([
+            "stats",
+            "--socket",
+            &daemon.socket(),
+            "--json",
+            "--watch",
+            "0.1",
+        ])
+        .env_remove("ALIVE_PROXY_ADMIN_SOCKET");
+    let watcher = support::process::spawn_logged("stats-watch", command);
+    let three_lines = || watcher.log().lines().count() >= 3;
+    assert!(
+        support::wait::until(Duration::from_secs(10), three_lines),
+        "--watch 0.1 --json did not print 3 snapshots; output:\n{}",
+        watcher.log()
+    );
+    for line in watcher.log().lines().take(3) {
+        let snapshot: StatsSnapshot = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON snapshot ({e}): {line}"));
+        assert_eq!(snapshot.services[0].accepted, 5);
+    }
 }

@@ -268,6 +268,47 @@ mod tests {
         assert_eq!(quantity(20_000_000.0), "20.0M");
     }
 
+    fn snapshot(taken_at: f64, accepted: u64) -> StatsSnapshot {
+        StatsSnapshot {
+            format: 1,
+            taken_at,
+            uptime_seconds: 10.0,
+            workers: 1,
+            services: vec![ServiceSnapshot {
+                vip: "192.0.2.1".parse().unwrap(),
+                port: 80,
+                instance: None,
+                scheduler: Some("rr".into()),
+                in_plan: true,
+                accepted,
+                active: 0,
+                closed: accepted,
+                refused_limit: 0,
+                no_backend: 0,
+                session_duration: LatencySummary::default(),
+                backends: Vec::new(),
+            }],
+            instances: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn watch_shows_connections_per_second_between_snapshots() {
+        let before = snapshot(100.0, 1_000);
+        let now = snapshot(102.0, 1_500);
+        let text = render(&now, Some(&before));
+        let service = text
+            .lines()
+            .find(|l| l.starts_with("TCP"))
+            .expect("a service line");
+        assert_eq!(
+            service.split_whitespace().last(),
+            Some("250"),
+            "500 connections over 2 s: {service}"
+        );
+        assert!(text.contains("rates over 2.0s"), "{text}");
+    }
+
     #[test]
     fn rates_ignore_counters_that_went_backwards() {
         assert_eq!(rate(10, 20, 1.0), 0.0);
