@@ -338,6 +338,39 @@ def run_wrk(target, load, duration, work):
     return res
 
 
+def perf_profile(target, name, load, duration, work):
+    """Sample the proxy's processes (all of its tree) during one extra run; return the top
+    of `perf report` by shared object, then by symbol (self time)."""
+    data = f"{work}/perf-{target.name}-{name}.data"
+    pids = ",".join(map(str, process_tree(target.proc.pid)))
+    rec = subprocess.Popen(["taskset", "-c", LOAD_CORE, "perf", "record", "-F", "499", "-g",
+                            "-o", data, "-p", pids],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    STARTED.append(rec)
+    time.sleep(0.5)
+    run_wrk(target, load, duration, work)
+    os.killpg(rec.pid, signal.SIGINT)  # perf writes its file on SIGINT
+    try:
+        rec.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(rec.pid, signal.SIGKILL)
+        rec.wait(timeout=5)
+
+    def report(sort, limit):
+        out = subprocess.run(["perf", "report", "--stdio", "--no-children", "-i", data,
+                              "--percent-limit", limit, "-g", "none", "--sort", sort],
+                             capture_output=True, text=True, timeout=120).stdout
+        return [" ".join(l.split()) for l in out.splitlines()
+                if l.strip() and not l.startswith("#")]
+
+    by_dso = report("dso", "0.5")
+    by_symbol = report("dso,symbol", "1.5")
+    with open(f"{work}/perf-{target.name}-{name}.txt", "w") as f:
+        f.write("\n".join(by_dso + [""] + by_symbol) + "\n")
+    return by_dso[:6] + ["..."] + by_symbol[:15]
+
+
 def summarize(records, names, loads):
     summary = {}
     for load in loads:
@@ -415,6 +448,8 @@ def main():
     ap.add_argument("--alive-vip", default="127.0.0.2")
     ap.add_argument("--alive-args", default="", help="extra arguments for `alive-proxy run`")
     ap.add_argument("--out", default=None, help="write JSON results here")
+    ap.add_argument("--perf", action="store_true",
+                    help="after the rounds, profile each proxy once per workload with perf record")
     args = ap.parse_args()
     if os.cpu_count() < 2:
         sys.exit("needs 2 cores: one for the proxy, one for backend + load generator")
@@ -475,6 +510,14 @@ def main():
                 json.dump({"args": vars(args), "records": records,
                            "summary": {f"{k[0]}/{k[1]}": v for k, v in summary.items()},
                            "table": report}, f, indent=1)
+        if args.perf:
+            for target in targets:
+                if not target.proc:
+                    continue
+                for name in chosen:
+                    top = perf_profile(target, name, loads[name], args.duration, work)
+                    print(f"\n### perf: {target.name} / {name} (top symbols, self time)\n")
+                    print("\n".join("    " + l for l in top))
         for target in targets:
             if target.proc and target.proc.poll() is not None:
                 log(f"WARNING: {target.name} exited during the run ({target.proc.returncode})")
