@@ -354,3 +354,29 @@ fn another_mac_announcing_a_held_vip_is_logged() {
         cluster.nodes[0].process.log()
     );
 }
+
+#[test]
+fn holder_that_cannot_add_the_vip_gives_the_lease_to_a_peer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_lab, lock, _client, hosts) = lab_with_lbs(&[&format!("{ETCD_IP}/24")], 2);
+    let etcd = Etcd::start(&lock, ETCD_IP);
+    // lb1 is configured with an interface it does not have, and starts first.
+    let mut broken = etcd_args(&etcd);
+    broken.extend(["--interface", "nosuch0"]);
+    let n1 = start_node(&hosts[0], &broken);
+    wait::until_or_panic(Duration::from_secs(10), "lb1 to resign the lease", || {
+        n1.log().contains("cannot serve the VIP")
+    });
+    let n2 = start_node(&hosts[1], &etcd_args(&etcd));
+    wait::until_or_panic(Duration::from_secs(15), "lb2 to hold both VIPs", || {
+        hosts[1].has_address(VIP4) && hosts[1].has_address(VIP6)
+    });
+    // lb2 keeps them: lb1 does not win the lease back.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        hosts[1].has_address(VIP4) && hosts[1].has_address(VIP6),
+        "lb2 lost the VIPs\n--- lb1 ---\n{}\n--- lb2 ---\n{}",
+        n1.log(),
+        n2.log()
+    );
+}

@@ -70,11 +70,17 @@ pub async fn run_unlocked(
     check_every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    keeper.take_over().await;
-    status.publish(VipRole::Master, Some(identity), None, None);
+    // Without a lock there is nobody to hand over to: keep retrying the address.
+    let mut healthy = keeper.take_over().await;
+    status.publish(VipRole::Master, Some(identity.clone()), None, None);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(check_every) => keeper.ensure().await,
+            () = tokio::time::sleep(check_every) => {
+                healthy = if healthy { keeper.ensure().await } else { keeper.take_over().await };
+                let error = (!healthy).then(|| "cannot add the VIP".to_owned());
+                let role = if healthy { VipRole::Master } else { VipRole::Fault };
+                status.publish(role, Some(identity.clone()), None, error);
+            }
             _ = stop.changed() => break,
         }
     }
@@ -167,13 +173,15 @@ pub async fn run_leased<S: LeaseStore>(
                     tracing::info!(instance, "lease released");
                 }
                 fsm.complete(Instant::now(), outcome);
-                if renewed && fsm.role() == Role::Holder {
-                    keeper.ensure().await;
+                if renewed && fsm.role() == Role::Holder && !keeper.ensure().await {
+                    resign(&instance, &mut fsm, &mut last_error);
                 }
             }
             Decision::TakeOver => {
                 tracing::info!(instance, identity = fsm.identity(), "lease acquired");
-                keeper.take_over().await;
+                if !keeper.take_over().await {
+                    resign(&instance, &mut fsm, &mut last_error);
+                }
             }
             Decision::StepDown(reason) => {
                 match reason {
@@ -189,6 +197,10 @@ pub async fn run_leased<S: LeaseStore>(
                     StepDownReason::Shutdown => {
                         tracing::info!(instance, "shutting down: removing the VIP, then releasing")
                     }
+                    StepDownReason::Resigned => tracing::error!(
+                        instance, hold_off = ?resign_hold_off(&fsm),
+                        "this host cannot serve the VIP; releasing the lease to a peer"
+                    ),
                 }
                 keeper.step_down().await;
             }
@@ -196,6 +208,21 @@ pub async fn run_leased<S: LeaseStore>(
         }
     }
     status.publish(VipRole::Backup, None, Some(store.endpoint()), last_error);
+}
+
+/// A host that resigned stays out of the race this long: a healthy peer reads the
+/// released lease within one poll period and takes it first.
+fn resign_hold_off(fsm: &Ownership) -> Duration {
+    fsm.timing().lease_duration * 2
+}
+
+fn resign(instance: &str, fsm: &mut Ownership, last_error: &mut Option<String>) {
+    let hold_off = resign_hold_off(fsm);
+    fsm.resign(Instant::now(), hold_off);
+    *last_error = Some(format!(
+        "cannot add the VIP on this host; lease released, retrying in {hold_off:?}"
+    ));
+    tracing::debug!(instance, "resigning");
 }
 
 async fn bounded<T>(

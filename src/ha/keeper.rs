@@ -52,7 +52,9 @@ impl VipKeeper {
         }
     }
 
-    pub async fn take_over(&mut self) {
+    /// Adds and announces the VIP. `false`: the address could not be added, so this host
+    /// cannot serve the VIP and should give the lease to a peer.
+    pub async fn take_over(&mut self) -> bool {
         self.holding = true;
         match self.vip.add().await {
             Ok(()) => tracing::info!(
@@ -60,12 +62,12 @@ impl VipKeeper {
                 "VIP added"
             ),
             Err(e) => {
-                // The lease is ours; `ensure` retries the address at every renewal.
                 tracing::error!(instance = %self.instance, "adding the VIP failed: {e}");
-                return;
+                return false;
             }
         }
         self.announce().await;
+        true
     }
 
     async fn announce(&mut self) {
@@ -97,26 +99,35 @@ impl VipKeeper {
         }
     }
 
-    /// While holding: put the address back if someone removed it.
-    pub async fn ensure(&mut self) {
+    /// While holding: put the address back if someone removed it. `false`: it is missing
+    /// and cannot be added back.
+    pub async fn ensure(&mut self) -> bool {
         if !self.holding {
-            return;
+            return true;
         }
         match self.vip.is_present().await {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
                 tracing::warn!(
                     instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
                     "the VIP we hold was removed from the interface by someone else; adding it back"
                 );
                 match self.vip.add().await {
-                    Ok(()) => self.announce().await,
+                    Ok(()) => {
+                        self.announce().await;
+                        true
+                    }
                     Err(e) => {
-                        tracing::error!(instance = %self.instance, "re-adding the VIP failed: {e}")
+                        tracing::error!(instance = %self.instance, "re-adding the VIP failed: {e}");
+                        false
                     }
                 }
             }
-            Err(e) => tracing::warn!(instance = %self.instance, "checking the VIP failed: {e}"),
+            Err(e) => {
+                // The interface itself is gone (or netlink fails): nothing can be served.
+                tracing::warn!(instance = %self.instance, "checking the VIP failed: {e}");
+                false
+            }
         }
     }
 

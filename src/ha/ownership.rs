@@ -81,6 +81,8 @@ pub enum StepDownReason {
     Lost,
     /// Planned: shutdown.
     Shutdown,
+    /// This host cannot serve the VIP (see [`Ownership::resign`]).
+    Resigned,
 }
 
 /// The result of the store call the last decision asked for.
@@ -111,9 +113,11 @@ enum State {
         record: LeaseRecord,
         verify: bool,
     },
-    /// The VIP is gone; the record still names us and is to be released.
+    /// The VIP is gone; the record still names us and is to be released. `stop`: then stop
+    /// (shutdown), else become a standby again (resigned).
     Releasing {
         record: LeaseRecord,
+        stop: bool,
     },
     Stopped,
 }
@@ -143,6 +147,8 @@ pub struct Ownership {
     next_call: Instant,
     /// A TakeOver / StepDown the driver has not been told about yet.
     edge: Option<Decision>,
+    /// After resigning: no acquiring before this.
+    hold_off_until: Option<Instant>,
 }
 
 impl Ownership {
@@ -155,6 +161,7 @@ impl Ownership {
             inflight: None,
             next_call: now,
             edge: None,
+            hold_off_until: None,
         }
     }
 
@@ -188,7 +195,7 @@ impl Ownership {
 
     pub fn transitions(&self) -> u32 {
         match &self.state {
-            State::Holding { record, .. } | State::Releasing { record } => record.transitions,
+            State::Holding { record, .. } | State::Releasing { record, .. } => record.transitions,
             _ => self
                 .observed
                 .as_ref()
@@ -203,11 +210,25 @@ impl Ownership {
         self.state = match std::mem::replace(&mut self.state, State::Stopped) {
             State::Holding { record, .. } => {
                 self.edge = Some(Decision::StepDown(StepDownReason::Shutdown));
-                State::Releasing { record }
+                State::Releasing { record, stop: true }
             }
-            State::Releasing { record } => State::Releasing { record },
+            State::Releasing { record, .. } => State::Releasing { record, stop: true },
             State::Standby | State::Stopped => State::Stopped,
         };
+    }
+
+    /// Give the lease up because this host cannot serve the VIP (e.g. adding the address
+    /// failed): step down, release the record so a peer takes over at its next poll, and do
+    /// not take the lease again before `now + hold_off`.
+    pub fn resign(&mut self, now: Instant, hold_off: Duration) {
+        self.hold_off_until = Some(now + hold_off);
+        if let State::Holding { record, .. } = &self.state {
+            self.state = State::Releasing {
+                record: record.clone(),
+                stop: false,
+            };
+            self.edge = Some(Decision::StepDown(StepDownReason::Resigned));
+        }
     }
 
     /// What to do at `now`.
@@ -229,7 +250,7 @@ impl Ownership {
         }
         match &self.state {
             State::Stopped => Decision::Stopped,
-            State::Releasing { record } => {
+            State::Releasing { record, .. } => {
                 let prev = record.clone();
                 self.start(now, Some(Purpose::Release));
                 Decision::Update {
@@ -269,6 +290,7 @@ impl Ownership {
 
     fn poll_standby(&mut self, now: Instant) -> Decision {
         let call_deadline = now + self.timing.renew_deadline;
+        let held_off = self.hold_off_until.is_some_and(|until| now < until);
         let Some(observed) = &self.observed else {
             if now < self.next_call {
                 return Decision::Wait(self.next_call);
@@ -281,6 +303,9 @@ impl Ownership {
         // A free record is taken as soon as a read shows it; failures clear `observed`, so
         // retries go through a read after the poll period.
         let Some(record) = &observed.record else {
+            if held_off {
+                return self.poll_or_wait(now, call_deadline);
+            }
             self.start(now, Some(Purpose::Acquire));
             return Decision::Create {
                 duration: self.timing.lease_duration,
@@ -292,7 +317,7 @@ impl Ownership {
             Some(holder) => holder == self.identity,
         };
         let expires = observed.since + record.duration.max(self.timing.lease_duration);
-        if free || now >= expires {
+        if (free || now >= expires) && !held_off {
             let prev = record.clone();
             self.start(now, Some(Purpose::Acquire));
             return Decision::Update {
@@ -304,7 +329,24 @@ impl Ownership {
             };
         }
         if now < self.next_call {
-            return Decision::Wait(self.next_call.min(expires));
+            // Held off, an expired record must not wake us before the next read.
+            let wake = if held_off {
+                self.next_call
+            } else {
+                self.next_call.min(expires)
+            };
+            return Decision::Wait(wake);
+        }
+        self.start(now, None);
+        Decision::Get {
+            deadline: call_deadline,
+        }
+    }
+
+    /// Read at the poll period (used while held off from acquiring).
+    fn poll_or_wait(&mut self, now: Instant, call_deadline: Instant) -> Decision {
+        if now < self.next_call {
+            return Decision::Wait(self.next_call);
         }
         self.start(now, None);
         Decision::Get {
@@ -328,7 +370,16 @@ impl Ownership {
             None => self.on_read(now, outcome),
             Some(Purpose::Acquire) => self.on_acquire(now, call.started, outcome),
             Some(Purpose::Renew) => self.on_renew(now, call.started, outcome),
-            Some(Purpose::Release) => self.state = State::Stopped,
+            Some(Purpose::Release) => {
+                self.state = match self.state {
+                    State::Releasing { stop: false, .. } => {
+                        self.observed = None;
+                        self.next_call = now;
+                        State::Standby
+                    }
+                    _ => State::Stopped,
+                }
+            }
         }
     }
 
@@ -364,7 +415,7 @@ impl Ownership {
                     self.edge = Some(Decision::StepDown(StepDownReason::Lost));
                 }
             },
-            State::Releasing { record: held } => {
+            State::Releasing { record: held, .. } => {
                 if let Some(current) = record {
                     *held = current;
                 }
@@ -380,7 +431,7 @@ impl Ownership {
             Outcome::Wrote(record) => {
                 if matches!(self.state, State::Stopped) {
                     // Stopped while acquiring: give it straight back, never add the VIP.
-                    self.state = State::Releasing { record };
+                    self.state = State::Releasing { record, stop: true };
                 } else if now < started + self.timing.renew_deadline {
                     self.state = State::Holding {
                         renewed_at: started,
@@ -422,7 +473,7 @@ impl Ownership {
                 *record = written;
                 self.next_call = started + self.timing.renew_period;
             }
-            (State::Releasing { record }, Outcome::Wrote(written)) => *record = written,
+            (State::Releasing { record, .. }, Outcome::Wrote(written)) => *record = written,
             (State::Holding { verify, .. }, Outcome::Conflict) => {
                 // Maybe our own earlier write landed after its answer was lost; read to know.
                 *verify = true;

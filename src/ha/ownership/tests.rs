@@ -262,3 +262,48 @@ fn acquire_answer_after_deadline_does_not_take_over() {
     assert_ne!(o.poll(late), Decision::TakeOver);
     assert_eq!(o.role(), Role::Standby);
 }
+
+#[test]
+fn resigning_holder_steps_down_releases_and_stays_out_during_hold_off() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    o.resign(t0, ms(4000));
+    assert_eq!(o.poll(t0), Decision::StepDown(StepDownReason::Resigned));
+    match o.poll(t0) {
+        Decision::Update {
+            purpose: Purpose::Release,
+            holder,
+            ..
+        } => assert_eq!(holder, None),
+        other => panic!("expected release, got {other:?}"),
+    }
+    o.complete(t0, Outcome::Wrote(record(None, "2")));
+    assert_eq!(o.role(), Role::Standby);
+    let mut now = t0;
+    while now < t0 + ms(4000) {
+        match o.poll(now) {
+            Decision::Get { .. } => o.complete(now, Outcome::Read(Some(record(None, "2")))),
+            Decision::Wait(until) => {
+                assert!(until > now, "busy loop at {:?}", now - t0);
+                now = until;
+            }
+            other => panic!("acted during the hold-off at {:?}: {other:?}", now - t0),
+        }
+    }
+    let mut acquired = false;
+    for _ in 0..4 {
+        match o.poll(now) {
+            Decision::Get { .. } => o.complete(now, Outcome::Read(Some(record(None, "2")))),
+            Decision::Update {
+                purpose: Purpose::Acquire,
+                ..
+            } => {
+                acquired = true;
+                break;
+            }
+            Decision::Wait(until) => now = until,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(acquired, "did not take the free lease after the hold-off");
+}
