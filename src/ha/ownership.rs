@@ -16,6 +16,8 @@
 //!   (removes the VIP) even if it cannot tell whether it lost the lease.
 //! - On shutdown the holder removes the VIP first, then writes the record with no holder, so
 //!   a standby takes over at its next poll instead of waiting the lease duration.
+//! - A holder that cannot serve the VIP ([`Ownership::resign`]) does the same, then stays
+//!   out of the race for a hold-off so a healthy peer gets the lease.
 //!
 //! # Guarantee
 //! With a linearizable lock service (etcd, the Kubernetes API's resourceVersion checks),
