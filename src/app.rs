@@ -8,6 +8,7 @@
 //! Health, HA and the admin endpoint plug in at [`start_health`], [`start_ha`] and
 //! [`start_admin`]; their reload and stop hooks are in [`ControlPlane`].
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -106,6 +107,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, RunError> {
         splice_after: (args.splice_after > 0).then_some(args.splice_after),
         ..DataplaneOptions::default()
     };
+    let signals = runtime.block_on(async { Signals::install() })?;
     let dataplane = Dataplane::start(&plan, options, Arc::clone(&stats), passive_tx)?;
     tracing::info!(
         config = %args.config.display(),
@@ -116,7 +118,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, RunError> {
     );
     let outcome = runtime.block_on(async {
         let control = ControlPlane::start(&plan, dataplane.routing(), &stats, passive_rx);
-        let result = serve_until_stopped(&args, plan, &dataplane, &control).await;
+        let result = serve_until_stopped(&args, signals, plan, &dataplane, &control).await;
         (control, result)
     });
     let (control, result) = outcome;
@@ -251,19 +253,42 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
+/// The signals `run` obeys. Installed before the first listener opens: a SIGHUP or
+/// SIGTERM that arrives once clients can connect must never hit the default action
+/// (terminate without draining).
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must run inside the tokio runtime.
+    fn install() -> Result<Signals, RunError> {
+        let install = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|source| RunError::Signal { name, source })
+        };
+        Ok(Signals {
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+}
+
 /// Serves until SIGTERM or SIGINT, reloading on SIGHUP and on file change.
 async fn serve_until_stopped(
     args: &RunArgs,
+    signals: Signals,
     mut plan: Plan,
     dataplane: &Dataplane,
     control: &ControlPlane,
 ) -> Result<(), RunError> {
-    let install = |kind: SignalKind, name: &'static str| {
-        signal(kind).map_err(|source| RunError::Signal { name, source })
-    };
-    let mut hangup = install(SignalKind::hangup(), "SIGHUP")?;
-    let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
+    let Signals {
+        mut hangup,
+        mut terminate,
+        mut interrupt,
+    } = signals;
     let watching = !args.watch_interval.is_zero();
     let mut ticker = tokio::time::interval(if watching {
         args.watch_interval

@@ -395,3 +395,159 @@ impl HealthSink for Routing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AdminPlan, Instance, LockPlan, ProxyProtocol, Scheduler};
+    use std::path::PathBuf;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("test address literal")
+    }
+
+    fn backend(a: &str, upper: u32, lower: u32) -> Backend {
+        Backend {
+            addr: addr(a),
+            weight: 1,
+            inhibit_on_failure: false,
+            upper_threshold: upper,
+            lower_threshold: lower,
+            alpha: false,
+            checks: Vec::new(),
+        }
+    }
+
+    fn plan(backends: Vec<Backend>) -> Plan {
+        let service = Service {
+            vip: "192.0.2.1".parse().expect("literal"),
+            port: 80,
+            scheduler: Scheduler::Rr,
+            persistence: None,
+            quorum: 1,
+            hysteresis: 0,
+            sorry_server: None,
+            backends,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(900),
+            proxy_protocol: ProxyProtocol::Off,
+            transparent: false,
+            max_connections: 0,
+            on_backend_down: OnBackendDown::Close,
+            connect_attempts: 3,
+        };
+        Plan {
+            source: PathBuf::from("t.yaml"),
+            instances: vec![Instance {
+                name: "t".into(),
+                vip: service.vip,
+                id: None,
+                interface: "lo".into(),
+                check_interval: Duration::from_secs(1),
+                check_timeout: Duration::from_secs(3),
+                peers: Vec::new(),
+                lock: LockPlan::None,
+                services: vec![service],
+            }],
+            admin: AdminPlan {
+                socket: PathBuf::from("/nonexistent"),
+                http: None,
+            },
+            identity: None,
+        }
+    }
+
+    fn key(b: &str) -> BackendKey {
+        BackendKey {
+            service: addr("192.0.2.1:80"),
+            backend: addr(b),
+        }
+    }
+
+    #[test]
+    fn upper_threshold_excludes_until_below_lower_threshold() {
+        let routing = Routing::new(&plan(vec![backend("198.51.100.1:80", 3, 1)]));
+        let snapshot = routing.current();
+        let b = snapshot
+            .backend(&key("198.51.100.1:80"))
+            .expect("backend in snapshot");
+        let sessions: Vec<ActiveGuard> = (0..3).map(|_| b.open_session()).collect();
+        assert!(!b.under_threshold(), "3 sessions reached uthreshold 3");
+        let mut sessions = sessions;
+        sessions.pop();
+        assert!(
+            !b.under_threshold(),
+            "2 sessions: still above lthreshold 1 (hysteresis)"
+        );
+        sessions.pop();
+        assert!(!b.under_threshold(), "1 session: not below lthreshold 1");
+        sessions.pop();
+        assert!(b.under_threshold(), "0 sessions: below lthreshold, back in");
+    }
+
+    #[test]
+    fn max_connections_admits_up_to_the_limit() {
+        let shared = Arc::new(ServiceShared::default());
+        let first = shared.try_admit(2).expect("first within limit");
+        let _second = shared.try_admit(2).expect("second within limit");
+        assert!(shared.try_admit(2).is_none(), "third beyond limit 2");
+        drop(first);
+        assert!(shared.try_admit(2).is_some(), "a freed slot is reusable");
+    }
+
+    #[test]
+    fn reload_keeps_backend_state_and_live_counts() {
+        let routing = Routing::new(&plan(vec![
+            backend("198.51.100.1:80", 0, 0),
+            backend("198.51.100.2:80", 0, 0),
+        ]));
+        let kept = Arc::clone(
+            routing
+                .current()
+                .backend(&key("198.51.100.1:80"))
+                .expect("backend"),
+        );
+        let _session = kept.open_session();
+        routing.backend_changed(key("198.51.100.1:80"), BackendStatus::Up { weight: 7 });
+        routing.apply_plan(&plan(vec![
+            backend("198.51.100.1:80", 0, 0),
+            backend("198.51.100.3:80", 0, 0),
+        ]));
+        let after = routing.current();
+        let same = after
+            .backend(&key("198.51.100.1:80"))
+            .expect("kept backend");
+        assert!(
+            Arc::ptr_eq(same, &kept),
+            "a kept backend must keep its shared state"
+        );
+        assert_eq!(
+            (same.active(), same.weight()),
+            (1, 7),
+            "live count and health weight survive a reload"
+        );
+        assert!(
+            after.backend(&key("198.51.100.2:80")).is_none(),
+            "removed backend still routed"
+        );
+    }
+
+    #[test]
+    fn down_and_suspect_backends_are_not_eligible() {
+        let routing = Routing::new(&plan(vec![backend("198.51.100.1:80", 0, 0)]));
+        let snapshot = routing.current();
+        let b = snapshot.backend(&key("198.51.100.1:80")).expect("backend");
+        assert!(b.eligible(now_ms()));
+        b.mark_suspect();
+        assert!(!b.eligible(now_ms()), "a suspect backend got picked");
+        routing.backend_changed(key("198.51.100.1:80"), BackendStatus::Up { weight: 1 });
+        assert!(
+            b.eligible(now_ms()),
+            "health's answer clears the suspect mark"
+        );
+        routing.backend_changed(key("198.51.100.1:80"), BackendStatus::Down);
+        assert!(!b.eligible(now_ms()), "a down backend got picked");
+        routing.backend_changed(key("198.51.100.1:80"), BackendStatus::Up { weight: 0 });
+        assert!(!b.eligible(now_ms()), "weight 0 drains: no new connections");
+    }
+}

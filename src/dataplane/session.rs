@@ -14,6 +14,7 @@ use monoio::io::{AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use super::connect::{connect, set_reset_on_close};
+use super::listener::is_resource_exhaustion;
 use super::passive::PassiveEvent;
 use super::proxy_header;
 use super::relay::{RelayEnv, RelayError, relay};
@@ -53,9 +54,7 @@ pub async fn serve(worker: Rc<Worker>, client: TcpStream, peer: SocketAddr, list
         stats.service.session_closed(accepted_at.elapsed());
         return;
     };
-    if let Err(err) = client.set_nodelay(true) {
-        tracing::debug!(%peer, %err, "TCP_NODELAY on client socket");
-    }
+    // TCP_NODELAY is inherited from the listener (set there once, not per connection).
     let Some(connected) = connect_backend(&worker, &route, &stats, peer).await else {
         stats.service.no_backend();
         tracing::debug!(%peer, service = %listen, "no backend could take the connection; reset");
@@ -94,7 +93,8 @@ async fn connect_backend(
             config.connect_timeout,
             source,
         )
-        .await;
+        .await
+        .ok();
     }
     for attempt_no in 0..attempts {
         let candidates = ConnCandidates {
@@ -107,7 +107,7 @@ async fn connect_backend(
         };
         tried.insert(index);
         let (backend, backend_stats) = (&route.backends[index], &stats.backends[index]);
-        if let Some(connected) = attempt(
+        match attempt(
             worker,
             backend,
             backend_stats,
@@ -116,7 +116,9 @@ async fn connect_backend(
         )
         .await
         {
-            return Some(connected);
+            Ok(connected) => return Some(connected),
+            Err(AttemptFailed::Local) => return None,
+            Err(AttemptFailed::Backend) => {}
         }
         if attempt_no + 1 < attempts {
             backend_stats.retried();
@@ -124,9 +126,25 @@ async fn connect_backend(
     }
     // Nothing in the pool could take it: the sorry server is the last resort, as in IPVS.
     if let (Some(sorry), Some(sorry_stats)) = (&route.sorry_backend, &stats.sorry) {
-        return attempt(worker, sorry, sorry_stats, config.connect_timeout, source).await;
+        return attempt(worker, sorry, sorry_stats, config.connect_timeout, source)
+            .await
+            .ok();
     }
     None
+}
+
+/// Why one connect attempt did not give a session.
+enum AttemptFailed {
+    /// The backend refused, timed out or was unreachable: try the next one.
+    Backend,
+    /// This host is out of descriptors, memory or ephemeral ports: no backend is to blame
+    /// and none would do better now.
+    Local,
+}
+
+/// Errors of our own host, not of the backend, when connecting.
+fn is_local_exhaustion(err: &std::io::Error) -> bool {
+    is_resource_exhaustion(err) || err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
 }
 
 async fn attempt(
@@ -135,18 +153,22 @@ async fn attempt(
     stats: &BackendStats,
     timeout: Duration,
     source: Option<SocketAddr>,
-) -> Option<Connected> {
+) -> Result<Connected, AttemptFailed> {
     let guard = backend.open_session();
     let started = Instant::now();
     match connect(backend.addr(), timeout, source).await {
         Ok(stream) => {
             stats.connect_ok(started.elapsed());
-            Some(Connected {
+            Ok(Connected {
                 stream,
                 guard,
                 stats: stats.clone(),
                 at: Instant::now(),
             })
+        }
+        Err(err) if is_local_exhaustion(&err) => {
+            worker.warn_local_exhaustion(&err);
+            Err(AttemptFailed::Local)
         }
         Err(err) => {
             stats.connect_failed();
@@ -156,7 +178,7 @@ async fn attempt(
                 error: err.kind(),
             });
             tracing::debug!(backend = %backend.addr(), %err, "backend connect failed; trying the next");
-            None
+            Err(AttemptFailed::Backend)
         }
     }
 }

@@ -195,8 +195,9 @@ impl Worker {
         closed
     }
 
-    /// Logs an accept failure at most once per [`ACCEPT_LOG_EVERY_MS`].
-    fn warn_accept(&self, addr: SocketAddr, err: &std::io::Error) {
+    /// Whether a resource-exhaustion warning may be logged now (at most one per
+    /// [`ACCEPT_LOG_EVERY_MS`]): a process out of fds would otherwise log per connection.
+    fn resource_warning_due(&self) -> bool {
         let now = now_ms();
         let due = self
             .last_accept_warning_ms
@@ -204,6 +205,21 @@ impl Worker {
             .is_none_or(|last| now.saturating_sub(last) >= ACCEPT_LOG_EVERY_MS);
         if due {
             self.last_accept_warning_ms.set(Some(now));
+        }
+        due
+    }
+
+    /// A backend connect failed for lack of local resources (fds, memory, ports): logged
+    /// (rate-limited with accept failures), and no backend is blamed.
+    pub fn warn_local_exhaustion(&self, err: &std::io::Error) {
+        if self.resource_warning_due() {
+            tracing::warn!(worker = self.id, %err, "cannot open a backend connection: out of local resources; client reset");
+        }
+    }
+
+    /// Logs an accept failure at most once per [`ACCEPT_LOG_EVERY_MS`].
+    fn warn_accept(&self, addr: SocketAddr, err: &std::io::Error) {
+        if self.resource_warning_due() {
             tracing::warn!(worker = self.id, %addr, %err, "accept failed; pausing new connections briefly");
         }
     }
