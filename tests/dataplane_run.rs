@@ -240,3 +240,90 @@ fn sigterm_drains_live_sessions_then_exits(driver: DriverChoice) {
     );
 }
 on_both_drivers!(sigterm_drains_live_sessions_then_exits);
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    field(11) + field(12)
+}
+
+fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
+    let port = free_tcp_port();
+    let addr: SocketAddr = format!("127.0.0.2:{port}")
+        .parse()
+        .expect("backend address");
+    let _backend = spawn_backend("b", addr, "http");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("alive.yaml");
+    std::fs::write(&config, config_text(port, &["127.0.0.2"], "rr")).expect("write config");
+    let vip: SocketAddr = format!("127.0.0.1:{port}").parse().expect("vip");
+    let binary = env!("CARGO_BIN_EXE_alive-proxy");
+    let script = format!(
+        "ulimit -n 64 && exec {binary} run --config {} --workers 1 --driver {} --drain-timeout 1s",
+        config.display(),
+        driver_flag(driver)
+    );
+    let mut command = Command::new("sh");
+    command.args(["-c", &script]);
+    let mut proxy = spawn_logged("alive-proxy", command);
+    assert!(
+        wait::tcp_listening(vip, Duration::from_secs(15)),
+        "alive-proxy did not listen; log:\n{}",
+        proxy.log()
+    );
+    // Far more sessions than 64 descriptors allow (two per session).
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(stream) = TcpStream::connect_timeout(&vip, Duration::from_secs(2)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream);
+            let _ = reader
+                .get_mut()
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+            held.push(reader);
+        }
+    }
+    let logged = wait::until(Duration::from_secs(10), || {
+        let log = proxy.log();
+        log.contains("pausing new connections") || log.contains("out of local resources")
+    });
+    assert!(
+        logged,
+        "descriptor exhaustion was not logged; log:\n{}",
+        proxy.log()
+    );
+    let before = proc_cpu_ticks(proxy.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = proc_cpu_ticks(proxy.pid()) - before;
+    // 100 ticks per second: a spinning accept loop would burn ~200 ticks here.
+    assert!(
+        spent < 100,
+        "the proxy burned {spent} ticks in 2 s while out of descriptors (spinning?)"
+    );
+    assert!(
+        !proxy.has_exited(),
+        "the proxy died when it ran out of descriptors; log:\n{}",
+        proxy.log()
+    );
+    drop(held);
+    let recovered = wait::until(Duration::from_secs(10), || http_get(vip, "/").is_ok());
+    assert!(
+        recovered,
+        "the proxy did not serve again after descriptors were freed; log:\n{}",
+        proxy.log()
+    );
+}
+on_both_drivers!(out_of_descriptors_pauses_accepting_then_recovers);
