@@ -101,6 +101,7 @@ pub async fn run_leased<S: LeaseStore>(
     let mut stopping = false;
     let mut last_error: Option<String> = None;
     let mut seen_record = false;
+    let mut last_holder: Option<String> = None;
     loop {
         let decision = fsm.poll(Instant::now());
         match decision {
@@ -112,6 +113,15 @@ pub async fn run_leased<S: LeaseStore>(
                     _ => VipRole::Init,
                 };
                 let holder = fsm.observed_holder().map(str::to_owned);
+                if holder != last_holder {
+                    tracing::info!(
+                        instance,
+                        holder = holder.as_deref().unwrap_or("(none)"),
+                        transitions = fsm.transitions(),
+                        "lease holder changed"
+                    );
+                    last_holder.clone_from(&holder);
+                }
                 status.publish(role, holder, Some(store.endpoint()), last_error.clone());
                 tokio::select! {
                     () = tokio::time::sleep_until(until.into()) => {}
