@@ -356,3 +356,24 @@ fn socket_directory_is_created() {
         .expect("has a parent");
     assert!(dir.is_dir(), "{} was created", dir.display());
 }
+
+#[test]
+fn a_busy_http_port_fails_startup_and_leaves_no_socket_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let plan = AdminPlan {
+        socket: dir.path().join("admin.sock"),
+        http: Some(taken.local_addr().expect("bound address")),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(admin::serve(
+        plan.clone(),
+        StatsRegistry::new(),
+        Readiness::new(),
+    ));
+    assert!(
+        matches!(result, Err(AdminError::Http { .. })),
+        "expected an HTTP bind error, got {result:?}"
+    );
+    assert!(!plan.socket.exists(), "socket file left behind");
+}

@@ -101,11 +101,15 @@ pub async fn serve(
     readiness: Arc<Readiness>,
 ) -> Result<AdminServer, AdminError> {
     let unix = bind_socket(&plan.socket).await?;
-    let mut tasks = vec![tokio::spawn(socket::accept_loop(
-        unix,
-        Arc::clone(&registry),
-    ))];
-    let mut http_addr = None;
+    // Built first so that a failure below drops it: its task stops and the socket goes away.
+    let mut server = AdminServer {
+        socket: plan.socket,
+        http: None,
+        tasks: vec![tokio::spawn(socket::accept_loop(
+            unix,
+            Arc::clone(&registry),
+        ))],
+    };
     if let Some(addr) = plan.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -113,18 +117,14 @@ pub async fn serve(
         let bound = listener
             .local_addr()
             .map_err(|source| AdminError::Http { addr, source })?;
-        http_addr = Some(bound);
+        server.http = Some(bound);
         let metrics = Arc::new(prometheus::live_registry(registry, Arc::clone(&readiness)));
-        tasks.push(tokio::spawn(http::accept_loop(
+        server.tasks.push(tokio::spawn(http::accept_loop(
             listener, metrics, readiness,
         )));
     }
-    tracing::info!(socket = %plan.socket.display(), http = ?http_addr, "admin endpoint up");
-    Ok(AdminServer {
-        socket: plan.socket,
-        http: http_addr,
-        tasks,
-    })
+    tracing::info!(socket = %server.socket.display(), http = ?server.http, "admin endpoint up");
+    Ok(server)
 }
 
 /// Create the socket's directory (0700 if we create it), refuse if a live daemon already

@@ -68,7 +68,7 @@ fn bucket_index(micros: u64) -> usize {
 }
 
 /// The values `[low, low + width)` that land in bucket `index`.
-fn bucket_range(index: usize) -> (u64, u64) {
+const fn bucket_range(index: usize) -> (u64, u64) {
     if index < SUB_COUNT {
         return (index as u64, 1);
     }
@@ -77,6 +77,36 @@ fn bucket_range(index: usize) -> (u64, u64) {
     let sub = (HALF + offset % HALF) as u64;
     let shift = exp - (SUB_BITS - 1);
     (sub << shift, 1u64 << shift)
+}
+
+/// For each bucket, the first Prometheus bound ≥ its lowest value. Bounds are at least 2×
+/// apart and buckets at most 1.6 % wide, so a bucket holds at most one bound and one compare
+/// finishes the lookup (a table lookup instead of a binary search on the hot path).
+const PROMETHEUS_INDEX: [u8; BUCKETS] = {
+    let mut table = [0u8; BUCKETS];
+    let mut index = 0;
+    while index < BUCKETS {
+        let (low, _) = bucket_range(index);
+        let mut bound = 0;
+        while bound < PROMETHEUS_BOUNDS_US.len() && PROMETHEUS_BOUNDS_US[bound] < low {
+            bound += 1;
+        }
+        table[index] = bound as u8;
+        index += 1;
+    }
+    table
+};
+
+/// The slot in `Recorder::prometheus` for a value in bucket `index`: the first bound ≥ the
+/// value, or one past the last bound.
+#[inline(always)]
+fn prometheus_slot(index: usize, micros: u64) -> usize {
+    let slot = PROMETHEUS_INDEX[index] as usize;
+    if slot < PROMETHEUS_BOUNDS_US.len() && micros > PROMETHEUS_BOUNDS_US[slot] {
+        slot + 1
+    } else {
+        slot
+    }
 }
 
 fn micros_of(duration: Duration) -> u64 {
@@ -108,11 +138,9 @@ impl Recorder {
     #[inline(always)]
     pub(crate) fn record(&self, duration: Duration) {
         let micros = micros_of(duration);
-        bump(&self.buckets[bucket_index(micros)], 1);
-        bump(
-            &self.prometheus[PROMETHEUS_BOUNDS_US.partition_point(|&le| le < micros)],
-            1,
-        );
+        let index = bucket_index(micros);
+        bump(&self.buckets[index], 1);
+        bump(&self.prometheus[prometheus_slot(index, micros)], 1);
         bump(&self.count, 1);
         bump(&self.sum_us, micros);
         if micros > self.max_us.load(Relaxed) {
@@ -252,6 +280,20 @@ mod tests {
                 width == 1 || (width as f64) / (low as f64) <= 1.0 / 64.0 + 1e-12,
                 "bucket {index} is wider than 1/64 of its value"
             );
+        }
+    }
+
+    #[test]
+    fn prometheus_slot_agrees_with_a_search_over_the_bounds() {
+        let bounds = PROMETHEUS_BOUNDS_US;
+        let samples = (0..300_000u64)
+            .step_by(7)
+            .chain(bounds.iter().flat_map(|&b| [b - 1, b, b + 1]))
+            .chain([u64::MAX, 1 << 36, (1 << 36) - 1, 4_000_000_000]);
+        for micros in samples {
+            let want = bounds.partition_point(|&le| le < micros);
+            let got = prometheus_slot(bucket_index(micros), micros);
+            assert_eq!(got, want, "{micros} µs went to slot {got}, not {want}");
         }
     }
 
