@@ -99,20 +99,6 @@ fn takeover_announces_five_times_then_five_more_after_five_seconds() {
     }
 }
 
-/// Sends three unsolicited NAs for `vip` (Override, target link-layer address = `mac`) to
-/// ff02::1 from the host it runs on — a second host claiming the VIP.
-const FORGE_NA: &str = r#"
-import socket, sys
-vip, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", ""))
-s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-idx = socket.if_nametoindex("eth0")
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
-na = bytes([136, 0, 0, 0, 0x20, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, vip) + bytes([2, 1]) + mac
-for _ in range(3):
-    s.sendto(na, ("ff02::1", 0, 0, idx))
-"#;
-
 #[test]
 fn another_mac_advertising_a_held_ipv6_vip_is_logged() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,7 +110,7 @@ fn another_mac_advertising_a_held_ipv6_vip_is_logged() {
         lb1.has_address(VIP6)
     });
     let other_mac = lb2.mac();
-    lb2.run("python3", &["-c", FORGE_NA, VIP6, &other_mac]);
+    ha_lab::forge_neighbor_advertisement(&lb2, VIP6, &other_mac, 3);
     wait::until_or_panic(Duration::from_secs(5), "lb1 to report the conflict", || {
         node.log().contains("another host claims the VIP we hold")
     });

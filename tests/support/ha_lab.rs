@@ -430,6 +430,56 @@ pub fn claim_runs(claims: &[Claim]) -> Vec<String> {
     runs
 }
 
+/// Runs `body` on a thread that has joined `host`'s network namespace (setns moves only
+/// the calling thread), so every socket `body` opens lives there.
+pub fn in_netns<T: Send + 'static>(host: &Host, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", host.ns);
+    let thread = std::thread::spawn(move || {
+        let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) on a descriptor we own; it affects only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        body()
+    });
+    match thread.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Sends `count` unsolicited Neighbor Advertisements for `vip` (Override flag, target
+/// link-layer address `mac`) to ff02::1 on `host`'s eth0: another host claiming the VIP.
+pub fn forge_neighbor_advertisement(host: &Host, vip: &str, mac: &str, count: usize) {
+    let vip: std::net::Ipv6Addr = vip.parse().expect("IPv6 VIP");
+    let mac: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("MAC byte"))
+        .collect();
+    in_netns(host, move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        // SAFETY: the name is a NUL-terminated literal.
+        let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+        assert_ne!(index, 0, "no eth0 in the namespace");
+        let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+            .expect("raw ICMPv6 socket");
+        socket.set_multicast_hops_v6(255).expect("hop limit 255");
+        socket
+            .set_multicast_if_v6(index)
+            .expect("multicast interface");
+        let mut na = vec![136u8, 0, 0, 0, 0x20, 0, 0, 0];
+        na.extend_from_slice(&vip.octets());
+        na.extend_from_slice(&[2, 1]);
+        na.extend_from_slice(&mac);
+        let all_nodes =
+            std::net::SocketAddrV6::new("ff02::1".parse().expect("literal"), 0, 0, index);
+        for _ in 0..count {
+            socket
+                .send_to(&na, &SockAddr::from(all_nodes))
+                .expect("send the forged NA");
+        }
+    });
+}
+
 // ---- A cluster of LB hosts and the checks every HA scenario makes ----
 
 pub struct Node {
