@@ -687,16 +687,20 @@ async fn accept_loop(
                 let cluster = cluster.clone();
                 let identity = identity.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(
-                        handle(req, &endpoint, &cluster, identity.as_deref()).await,
-                    )
+                    // A request that raced the down switch on a kept-alive connection:
+                    // an error makes hyper drop the connection without an answer.
+                    if endpoint.faults.is_down() {
+                        return Err(std::io::Error::other("endpoint is down"));
+                    }
+                    Ok(handle(req, &endpoint, &cluster, identity.as_deref()).await)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service);
             tokio::select! {
-                _ = conn => {}
+                biased;
                 _ = down_rx.wait_for(|down| *down) => {}
+                _ = conn => {}
             }
         });
     }
