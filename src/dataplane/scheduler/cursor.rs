@@ -144,17 +144,9 @@ impl WeightedRoundRobin {
         if params.max_weight <= 0 || n == 0 {
             return None;
         }
-        // Passes in which nothing available could match only lower the current weight, so
-        // jump over them (IPVS walks them; the outcome is the same). This also answers
-        // "nothing available" without walking max_weight/gcd empty passes.
-        let max_available = (0..n)
-            .filter(|&i| c.available(i))
-            .map(|i| i64::from(c.weight(i)))
-            .max()
-            .filter(|&w| w > 0)?;
         let mut word = self.state.load(Ordering::Relaxed);
         loop {
-            let (found, next) = walk(Mark::unpack(word), c, params, max_available)?;
+            let (found, next) = walk(Mark::unpack(word), c, params)?;
             match self.state.compare_exchange_weak(
                 word,
                 next.pack(),
@@ -168,12 +160,7 @@ impl WeightedRoundRobin {
     }
 }
 
-fn walk<C: Candidates>(
-    mut mark: Mark,
-    c: &C,
-    params: WrrParams,
-    max_available: i64,
-) -> Option<(usize, Mark)> {
+fn walk<C: Candidates>(mut mark: Mark, c: &C, params: WrrParams) -> Option<(usize, Mark)> {
     let n = c.len();
     if mark.current <= 0 || mark.current > params.max_weight {
         mark.current = params.max_weight;
@@ -183,7 +170,13 @@ fn walk<C: Candidates>(
     } else {
         Some(mark.last)
     };
-    // Two full rounds always suffice once empty passes are skipped; the bound only guards
+    // Passes in which nothing available can match only lower the current weight, so at the
+    // end of the list jump over them (IPVS walks them; the outcome is the same). The
+    // highest available weight is computed there, once, so the common pick that finds a
+    // backend before the end of the list stays O(distance), and "nothing available" is
+    // answered without walking max_weight/gcd empty passes.
+    let mut max_available: Option<i64> = None;
+    // A partial pass, a wrap and one full pass always suffice; the bound only guards
     // against weights that changed without a membership update.
     for _ in 0..2 * n + 4 {
         let next = position.map_or(0, |p| p + 1);
@@ -200,6 +193,17 @@ fn walk<C: Candidates>(
         if mark.current <= 0 {
             mark.current = params.max_weight;
         }
+        let max_available = match max_available {
+            Some(max) => max,
+            None => {
+                let max = (0..n)
+                    .filter(|&i| c.available(i))
+                    .map(|i| i64::from(c.weight(i)))
+                    .max()
+                    .filter(|&w| w > 0)?;
+                *max_available.insert(max)
+            }
+        };
         if mark.current > max_available {
             let steps = (mark.current - max_available + params.gcd - 1) / params.gcd;
             mark.current -= steps * params.gcd;
