@@ -86,6 +86,33 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The file's lines as YAML counts them: `\r\n`, `\n` and a lone `\r` all end a line.
+pub fn split_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                lines.push(&text[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                lines.push(&text[start..i]);
+                if bytes.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    lines.push(&text[start..]);
+    lines
+}
+
 /// Collects the diagnostics of one load; knows the file's name and text to quote lines.
 #[derive(Debug)]
 pub struct Diags<'a> {
@@ -99,10 +126,7 @@ impl<'a> Diags<'a> {
     pub fn new(file: &'a str, text: &'a str) -> Diags<'a> {
         Diags {
             file,
-            lines: text
-                .split('\n')
-                .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .collect(),
+            lines: split_lines(text),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -177,9 +201,13 @@ impl<'a> Diags<'a> {
     }
 
     /// Errors (sorted by position, as a reader walks the file) and warnings.
+    /// A raw_check applies to every backend, so the same problem can be found once per
+    /// backend: identical diagnostics are reported once.
     pub fn finish(mut self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-        self.errors.sort_by_key(|d| d.pos);
-        self.warnings.sort_by_key(|d| d.pos);
+        for list in [&mut self.errors, &mut self.warnings] {
+            list.sort_by(|a, b| a.pos.cmp(&b.pos).then_with(|| a.message.cmp(&b.message)));
+            list.dedup_by(|a, b| a.pos == b.pos && a.message == b.message);
+        }
         (self.errors, self.warnings)
     }
 }

@@ -40,10 +40,7 @@ pub fn build(raw: RawFile, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Plan {
         {
             diags.error(
                 vip.pos,
-                format!(
-                    "VIP {} is already used by the instance at line {}",
-                    vip.value, first.line
-                ),
+                format!("VIP {} is already used at line {}", vip.value, first.line),
                 "a different address for every instance",
             );
         }
@@ -52,10 +49,7 @@ pub fn build(raw: RawFile, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Plan {
         {
             diags.error(
                 id.pos,
-                format!(
-                    "id {} is already used by the instance at line {}",
-                    id.value, first.line
-                ),
+                format!("id {} is already used at line {}", id.value, first.line),
                 "a different id (1..255) for every instance",
             );
         }
@@ -64,7 +58,7 @@ pub fn build(raw: RawFile, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Plan {
                 Some(first) => diags.error(
                     inst.name.as_ref().map(|n| n.pos).unwrap_or(inst.pos),
                     format!(
-                        "name `{}` is already used by the instance at line {}",
+                        "name `{}` is already used at line {}",
                         plan.name, first.line
                     ),
                     "a different name for every instance",
@@ -615,9 +609,8 @@ fn check(
                     diags.error(
                         ip.pos,
                         format!(
-                            "bindto {} is not of the address family of the probe target {}",
-                            ip.value,
-                            connect.ip()
+                            "bindto {} is not of the address family of the probe target",
+                            ip.value
                         ),
                         "an address of the same family as connect_ip (or the backend)",
                     );

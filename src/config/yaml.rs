@@ -100,7 +100,7 @@ fn is_null(s: &Scalar) -> bool {
 /// Parse `text` into one document's root node. `None` when the YAML itself is broken (the
 /// error is in `diags`) or the file holds no document.
 pub fn parse(text: &str, diags: &mut Diags<'_>) -> Option<Node> {
-    let lines: Vec<&str> = text.split('\n').collect();
+    let lines = super::diagnostic::split_lines(text);
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         lines,
@@ -311,9 +311,7 @@ impl<'t> Builder<'t, '_, '_> {
     }
 
     fn source_line(&self, line: usize) -> Option<&str> {
-        line.checked_sub(1)
-            .and_then(|i| self.lines.get(i))
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        line.checked_sub(1).and_then(|i| self.lines.get(i)).copied()
     }
 }
 

@@ -33,12 +33,12 @@ fn rejected_keyword(name: &str) -> Option<&'static str> {
     Some(match name {
         "bind_if" => "binding probes to an interface is not supported; use bindto with an address",
         "fwmark" => "socket marks on probes are not supported",
-        "enable_sni" | "sni_name" => "SNI on SSL_GET probes is not supported yet",
+        "enable_sni" | "sni_name" => "SSL_GET probes send no SNI yet",
         "fast_recovery" => "not supported: a backend recovers after one successful probe",
         "tls_compliant" => "not supported",
         "regex" | "regex_no_match" | "regex_options" | "regex_min_offset" | "regex_max_offset"
         | "regex_stack" => {
-            "matching the body with a regex is not supported; use digest or status_code"
+            "alive-proxy does not match bodies against a regex; use digest or status_code"
         }
         _ => return None,
     })
@@ -103,6 +103,9 @@ pub fn parse(st: &Statement, diags: &mut Diags<'_>) -> Option<Checker> {
             CheckerKind::Tcp => unknown(name, inner, diags),
         }
     }
+    if diags.error_count() > errors_before {
+        return None;
+    }
     match &kind {
         CheckerKind::Http(spec) | CheckerKind::Ssl(spec) if spec.urls.is_empty() => {
             diags.error(
@@ -121,9 +124,6 @@ pub fn parse(st: &Statement, diags: &mut Diags<'_>) -> Option<Checker> {
             return None;
         }
         _ => {}
-    }
-    if diags.error_count() > errors_before {
-        return None;
     }
     checker.kind = kind;
     Some(checker)
@@ -386,6 +386,18 @@ fn misc_keyword(spec: &mut MiscSpec, st: &Statement, diags: &mut Diags<'_>) {
                 "misc_path \"/path/to/script ARGS\"",
                 diags,
             ) {
+                return;
+            }
+            // An odd number of double quotes was already reported by the lexer: read the
+            // command as if it were closed, so it is not reported again as missing.
+            if st.raw_args.matches('"').count() % 2 == 1 {
+                let closed = format!("{}\"", st.raw_args);
+                if let Some(first) = split_command(&closed, false)
+                    .ok()
+                    .and_then(|w| w.into_iter().next())
+                {
+                    spec.argv = split_command(&first, true).unwrap_or_default();
+                }
                 return;
             }
             // keepalived splits the line with quotes kept as grouping, takes the first word

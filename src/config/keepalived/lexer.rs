@@ -136,6 +136,10 @@ fn lex_line(
                             "unterminated double quote",
                             "a closing `\"` on the same line",
                         );
+                        // Keep the text as a token so the statement is not reported again
+                        // as missing its value.
+                        let s: String = chars[i + 1..].iter().collect();
+                        push(out, TokenKind::Quoted(s), start, chars.len());
                         return false;
                     }
                 }

@@ -39,7 +39,7 @@ pub fn is_real_server_keyword(name: &str) -> bool {
 pub fn rejected(name: &str) -> Option<&'static str> {
     Some(match name {
         "notify_up" | "notify_down" => {
-            "notify scripts are not supported yet; watch /metrics or `alive-proxy stats`"
+            "alive-proxy runs no notify scripts (yet); watch /metrics or `alive-proxy stats`"
         }
         "smtp_alert" => "alive-proxy sends no e-mail; alert on its /metrics instead",
         "snmp_name" => "alive-proxy has no SNMP agent; use /metrics",

@@ -35,7 +35,7 @@ pub fn rejected(name: &str) -> Option<&'static str> {
             "only client-address persistence (persistence_timeout) is supported, no SIP persistence engine"
         }
         "quorum_up" | "quorum_down" => {
-            "notify scripts are not supported yet; watch /metrics or `alive-proxy stats`"
+            "alive-proxy runs no notify scripts (yet); watch /metrics or `alive-proxy stats`"
         }
         "sorry_server_inhibit" => "not supported yet",
         "ops" => "one-packet scheduling is for UDP; alive-proxy proxies TCP",
@@ -156,6 +156,14 @@ fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
                     value: f,
                     pos: st.pos(),
                 });
+                if matches!(f, SchedFlag::ShPort | SchedFlag::MhPort) {
+                    diags.warning(
+                        st.pos(),
+                        format!(
+                            "`{name}` has no effect: alive-proxy hashes the client address only, not its port"
+                        ),
+                    );
+                }
             }
         }
         "lb_kind" | "lvs_method" | "sorry_server_lvs_method" => forwarding(st, diags),
