@@ -11,7 +11,7 @@
 //! `down N`, `up N`, `slow N MILLIS`, `error N STATUS|off`, `conflicts N COUNT`,
 //! `access USER all|none|VERB,VERB...`.
 
-#[path = "../tests/support/kube_api.rs"]
+#[path = "../tests/support/kube_api/mod.rs"]
 mod kube_api;
 
 use std::io::{BufRead, Write};
