@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use alive_proxy::dataplane::DriverChoice;
 use support::dataplane::{
-    backend_name, http_get, loopback, plan, send_then_read, service, spawn_backend, start,
+    backend_name, http_get, loopback, plan, read_retrying, send_then_read, service, spawn_backend,
+    start,
 };
 use support::ports::{free_tcp_port, free_tcp_port_dual};
 
@@ -120,7 +121,7 @@ fn all_backends_dead_resets_the_client_at_once(driver: DriverChoice) {
         .expect("set read timeout");
     let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n");
     let mut buf = [0u8; 64];
-    let result = stream.read(&mut buf);
+    let result = read_retrying(&mut stream, &mut buf);
     let waited = started.elapsed();
     match result {
         Err(e) => assert_eq!(
@@ -214,7 +215,7 @@ fn bulk_256_mib_arrives_byte_identical_both_ways(driver: DriverChoice) {
     }
     let mut tail = [0u8; 1];
     assert_eq!(
-        reader.read(&mut tail).expect("read EOF"),
+        read_retrying(&mut reader, &mut tail).expect("read EOF"),
         0,
         "more bytes than were sent"
     );

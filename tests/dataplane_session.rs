@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use alive_proxy::dataplane::DriverChoice;
-use support::dataplane::{http_get, loopback, plan, service, spawn_backend, start};
+use support::dataplane::{http_get, loopback, plan, read_retrying, service, spawn_backend, start};
 use support::ports::free_tcp_port;
 
 fn reset_on_drop(stream: &TcpStream) {
@@ -37,7 +37,7 @@ fn backend_reset_reaches_the_client_as_reset(driver: DriverChoice) {
     client.write_all(b"hello").expect("send");
     server.join().expect("backend thread");
     let mut buf = [0u8; 16];
-    match client.read(&mut buf) {
+    match read_retrying(&mut client, &mut buf) {
         Err(e) => assert_eq!(
             e.kind(),
             ErrorKind::ConnectionReset,
@@ -56,7 +56,7 @@ fn client_reset_reaches_the_backend_as_reset(driver: DriverChoice) {
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut buf = [0u8; 5];
         stream.read_exact(&mut buf)?;
-        stream.read(&mut [0u8; 16])
+        read_retrying(&mut stream, &mut [0u8; 16])
     });
     let vip = loopback(false, free_tcp_port());
     let _dp = start(&plan(vec![service(vip, &[backend_addr])]), driver);
@@ -91,13 +91,7 @@ fn idle_session_is_closed_after_idle_timeout(driver: DriverChoice) {
     let mut buf = [0u8; 4];
     client.read_exact(&mut buf).expect("echo through the proxy");
     let quiet_since = Instant::now();
-    // A signal to the test process (a child exiting) may interrupt the blocking read.
-    let ended = loop {
-        match client.read(&mut buf) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            other => break other,
-        }
-    };
+    let ended = read_retrying(&mut client, &mut buf);
     let waited = quiet_since.elapsed();
     assert!(
         matches!(&ended, Err(e) if e.kind() == ErrorKind::ConnectionReset)

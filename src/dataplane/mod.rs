@@ -216,7 +216,8 @@ impl Dataplane {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
                 Ok((worker, Err(source))) => {
-                    dataplane.stop_now();
+                    // Dropping the data plane ends the workers that did start.
+                    drop(dataplane);
                     return Err(DataplaneError::Worker { worker, source });
                 }
                 Err(_) => break,
@@ -301,17 +302,28 @@ impl Dataplane {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        self.stop_now();
+        self.join_workers();
+    }
+
+    /// Ends every worker thread that is still running and waits for it.
+    fn join_workers(&mut self) {
         for worker in &mut self.workers {
-            if let Some(thread) = worker.thread.take()
-                && thread.join().is_err()
-            {
+            let Some(thread) = worker.thread.take() else {
+                continue;
+            };
+            // A worker whose loop already ended has dropped its receiver; nothing to tell.
+            let _ = worker.commands.unbounded_send(WorkerCommand::Exit);
+            if thread.join().is_err() {
                 tracing::error!("a data-plane worker panicked");
             }
         }
     }
+}
 
-    fn stop_now(&self) {
-        self.broadcast(|| WorkerCommand::Exit);
+/// A data plane dropped without [`Dataplane::shutdown`] (an error path) still ends its
+/// threads instead of leaving them serving.
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.join_workers();
     }
 }

@@ -204,3 +204,15 @@ pub fn send_then_read(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
     stream.read_to_end(&mut answer)?;
     Ok(answer)
 }
+
+/// `read` that retries EINTR. Test threads share a process with the data plane's io_uring
+/// rings, and blocking syscalls here are occasionally interrupted (a real client would
+/// retry too); `read_exact`/`read_to_end` already retry, a bare `read` does not.
+pub fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
