@@ -551,3 +551,81 @@ fn kubectl_waits_for_a_slow_server() {
         run.text()
     );
 }
+
+#[test]
+fn kubectl_and_the_kube_lease_store_read_each_others_writes() {
+    use alive_proxy::config::plan::KubeLock;
+    use alive_proxy::ha::lease::LeaseStore;
+    use alive_proxy::ha::lease::kube::{KubeLeaseStore, KubeStoreOptions};
+
+    let api = KubeApi::start();
+    let cfg = api.admin_kubeconfig(0);
+    let lock = KubeLock {
+        kubeconfigs: vec![cfg.clone()],
+        lease_name: "alive-proxy-vip1".into(),
+        namespace: NS.into(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut store = KubeLeaseStore::new(&lock, KubeStoreOptions::default());
+    let record = runtime.block_on(async {
+        let created = store
+            .create("lb1", Duration::from_secs(2))
+            .await
+            .expect("create");
+        store
+            .update(&created, Some("lb1"), Duration::from_secs(2))
+            .await
+            .expect("renew")
+    });
+
+    let run = kubectl(
+        &cfg,
+        &[
+            "get",
+            "lease",
+            "alive-proxy-vip1",
+            "-n",
+            NS,
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.leaseDurationSeconds} {.spec.leaseTransitions} {.spec.renewTime}",
+        ],
+        None,
+    );
+    assert!(run.ok, "kubectl get of the store's lease: {}", run.text());
+    let fields: Vec<&str> = run.stdout.split(' ').collect();
+    assert_eq!(&fields[..3], ["lb1", "2", "0"], "{}", run.text());
+    let renew = fields[3];
+    assert!(
+        renew.len() == "2026-01-01T00:00:00.000000Z".len() && renew.ends_with('Z'),
+        "renewTime {renew:?} is not a MicroTime"
+    );
+
+    let run = kubectl(
+        &cfg,
+        &[
+            "patch",
+            "lease",
+            "alive-proxy-vip1",
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"lb2"}}"#,
+        ],
+        None,
+    );
+    assert!(run.ok, "kubectl patch: {}", run.text());
+    let seen = runtime
+        .block_on(store.get())
+        .expect("get")
+        .expect("lease exists");
+    assert_eq!(seen.holder.as_deref(), Some("lb2"));
+    assert_ne!(
+        seen.version, record.version,
+        "kubectl's write must change the version"
+    );
+}
