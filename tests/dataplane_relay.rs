@@ -73,7 +73,7 @@ on_both_drivers!(rr_spreads_300_connections_evenly_v6);
 fn killed_backend_fails_no_client_connection(driver: DriverChoice) {
     let (mut backends, addrs) = three_backends(false);
     let vip = loopback(false, free_tcp_port());
-    let _dp = start(&plan(vec![service(vip, &addrs)]), driver);
+    let mut dp = start(&plan(vec![service(vip, &addrs)]), driver);
     let mut failures = Vec::new();
     let mut served_after_kill: HashMap<String, usize> = HashMap::new();
     for i in 0..150 {
@@ -103,6 +103,16 @@ fn killed_backend_fails_no_client_connection(driver: DriverChoice) {
         served_after_kill.len() == 2,
         "both survivors should serve: {served_after_kill:?}"
     );
+    // Health hears about the dead backend from the data path at once.
+    let event = dp
+        .passive
+        .try_recv()
+        .expect("a passive failure event for the dead backend");
+    assert_eq!(
+        event.key.backend, addrs[1],
+        "the passive event names the wrong backend"
+    );
+    assert_eq!(event.error, ErrorKind::ConnectionRefused);
 }
 on_both_drivers!(killed_backend_fails_no_client_connection);
 
