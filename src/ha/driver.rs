@@ -2,6 +2,7 @@
 //! the state machine against a [`LeaseStore`], bounds every store call by the deadline the
 //! state machine gives, and carries out its decisions on the VIP. No decision is made here.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,8 +10,13 @@ use tokio::sync::watch;
 
 use super::keeper::VipKeeper;
 use super::lease::{LeaseError, LeaseStore};
+use super::online::kubeconfig::check_and_warn;
 use super::ownership::{Decision, Outcome, Ownership, Purpose, Role, StepDownReason};
-use crate::stats::control::{ControlState, VipRole, VipView};
+use crate::stats::control::{CertExpiry, ControlState, VipRole, VipView};
+
+/// How often kubeconfig client certificates are re-read for their expiry (and warned
+/// about): a rotated certificate shows up within this.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Publishes an instance's ownership to the stats control state (admin socket, /metrics).
 pub struct StatusReporter {
@@ -20,6 +26,14 @@ pub struct StatusReporter {
     since: SystemTime,
     transitions: u64,
     last: Option<VipView>,
+    certificates: Option<CertificateWatch>,
+}
+
+/// The kube lock's kubeconfigs, whose client certificate expiry goes into the status.
+struct CertificateWatch {
+    kubeconfigs: Vec<PathBuf>,
+    next_check: Instant,
+    expiry: Vec<CertExpiry>,
 }
 
 impl StatusReporter {
@@ -31,7 +45,30 @@ impl StatusReporter {
             since: SystemTime::now(),
             transitions: 0,
             last: None,
+            certificates: None,
         }
+    }
+
+    /// Report (and warn about) the expiry of these kubeconfigs' client certificates, read
+    /// now and every [`CERT_CHECK_INTERVAL`].
+    pub fn watch_certificates(&mut self, kubeconfigs: Vec<PathBuf>) {
+        self.certificates = Some(CertificateWatch {
+            kubeconfigs,
+            next_check: Instant::now(),
+            expiry: Vec::new(),
+        });
+    }
+
+    fn cert_expiry(&mut self) -> Vec<CertExpiry> {
+        let Some(watch) = &mut self.certificates else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        if now >= watch.next_check {
+            watch.expiry = check_and_warn(&self.instance, &watch.kubeconfigs, SystemTime::now());
+            watch.next_check = now + CERT_CHECK_INTERVAL;
+        }
+        watch.expiry.clone()
     }
 
     pub fn publish(
@@ -52,8 +89,8 @@ impl StatusReporter {
             since: self.since,
             transitions: self.transitions,
             lock_endpoint: endpoint,
+            cert_expiry: self.cert_expiry(),
             last_error,
-            ..VipView::default()
         };
         if self.last.as_ref() != Some(&view) {
             self.control.vip_state(&self.instance, view.clone());
@@ -314,6 +351,22 @@ mod tests {
         let now = state(&registry, "vip-1").expect("state published");
         assert_eq!(now.role, VipRole::Master);
         assert_eq!(now.transitions, 2);
+    }
+
+    #[test]
+    fn status_carries_each_kubeconfig_certificate_expiry() {
+        let registry = StatsRegistry::new();
+        let mut status = StatusReporter::new("vip-1".into(), registry.control());
+        let missing = PathBuf::from("/nonexistent/kubecfg01.conf");
+        status.watch_certificates(vec![missing.clone()]);
+        status.publish(VipRole::Backup, None, None, None);
+        let view = state(&registry, "vip-1").expect("state published");
+        assert_eq!(view.cert_expiry.len(), 1, "{:?}", view.cert_expiry);
+        assert_eq!(view.cert_expiry[0].kubeconfig, missing);
+        assert!(
+            view.cert_expiry[0].error.is_some(),
+            "an unreadable kubeconfig must report why"
+        );
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl HaSupervisor {
         let conflicts = Arc::new(AtomicU64::new(0));
         let vip = self.netlink.vip(&instance.interface, instance.vip);
         let keeper = VipKeeper::new(name.clone(), vip, self.options.announce, conflicts.clone());
-        let status = StatusReporter::new(name.clone(), self.control.clone());
+        let mut status = StatusReporter::new(name.clone(), self.control.clone());
         let (stop, stop_rx) = watch::channel(false);
         let timing = Timing::from_checks(instance.check_interval, instance.check_timeout);
         let task = match &instance.lock {
@@ -182,6 +182,7 @@ impl HaSupervisor {
                 let options =
                     KubeStoreOptions::within(timing.renew_deadline, lock.kubeconfigs.len());
                 let store = KubeLeaseStore::new(lock, options);
+                status.watch_certificates(lock.kubeconfigs.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());
                 tokio::spawn(run_leased(
                     name.clone(),
