@@ -10,6 +10,11 @@
 //! background). Fault switches are lines on stdin:
 //! `down N`, `up N`, `slow N MILLIS`, `error N STATUS|off`, `conflicts N COUNT`,
 //! `access USER all|none|VERB,VERB...`.
+//!
+//! In a network namespace lab, run it inside the namespace that owns the API server's
+//! address, e.g. `ip netns exec lab-api fake_kube_api --bind 192.0.2.1:6443 --dir DIR
+//! --user lb1 --user lb2`: the server certificate names every bound address, and the
+//! kubeconfigs point at it. Keep its stdin open (a pipe) to flip faults during the test.
 
 #[path = "../tests/support/kube_api/mod.rs"]
 mod kube_api;
