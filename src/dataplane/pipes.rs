@@ -94,3 +94,34 @@ impl Drop for PipeLease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::driver::{self, DriverKind};
+
+    #[test]
+    fn pool_lends_at_most_its_bound_and_reuses_released_pipes() {
+        driver::block_on(DriverKind::Legacy, || async {
+            let pool = PipePool::new(2);
+            let first = pool.take().expect("first pipe");
+            let second = pool.take().expect("second pipe");
+            assert!(pool.take().is_none(), "a third pipe beyond the bound of 2");
+            first.release();
+            assert_eq!(pool.in_use(), 1, "a released pipe is idle, not in use");
+            let again = pool.take().expect("the released pipe is lent again");
+            drop(second);
+            assert_eq!(
+                pool.in_use(),
+                1,
+                "a dropped (possibly dirty) pipe is closed, not kept"
+            );
+            assert!(
+                pool.take().is_some(),
+                "closing a pipe frees room under the bound"
+            );
+            drop(again);
+        })
+        .expect("legacy runtime");
+    }
+}

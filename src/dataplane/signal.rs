@@ -40,3 +40,30 @@ impl Signal {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn waiter_wakes_when_fired_and_later_waits_return_at_once() {
+        let fired = crate::dataplane::driver::block_on(
+            crate::dataplane::driver::DriverKind::Legacy,
+            || async {
+                let signal = Rc::new(Signal::default());
+                let waiter = monoio::spawn({
+                    let signal = Rc::clone(&signal);
+                    async move { signal.wait().await }
+                });
+                monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+                signal.fire();
+                waiter.await;
+                signal.wait().await;
+                signal.is_fired()
+            },
+        )
+        .expect("legacy runtime");
+        assert!(fired);
+    }
+}
