@@ -61,6 +61,9 @@ async fn an_admin_kubeconfig_is_ok_with_all_lease_verbs() {
         !report.expiring(),
         "a one-year certificate is not expiring:\n{report}"
     );
+    let json = serde_json::to_value(&report).expect("report serializes for --json");
+    assert_eq!(json["instance"], "vip1");
+    assert_eq!(json["connection"]["Ok"], "v1.32.0-alive-test", "{json}");
     let text = report.to_string();
     assert!(text.starts_with("ok: instance vip1"), "{text}");
     assert!(text.contains("get ok, create ok, update ok"), "{text}");

@@ -38,7 +38,7 @@ pub enum CertError {
 }
 
 /// The client certificate of one kubeconfig.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClientCert {
     pub user: String,
     /// The certificate's subject, e.g. `O=system:masters, CN=kubernetes-admin`.

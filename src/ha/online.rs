@@ -32,8 +32,9 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The lease verbs the lock needs.
 pub const LEASE_VERBS: [&str; 3] = ["get", "create", "update"];
 
-/// What `check --online` found for one kubeconfig of one instance.
-#[derive(Debug, Clone)]
+/// What `check --online` found for one kubeconfig of one instance (`Serialize` for
+/// `check --online --json`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct KubeconfigReport {
     pub instance: String,
     pub kubeconfig: PathBuf,
@@ -52,7 +53,8 @@ pub struct KubeconfigReport {
 }
 
 /// Why the API server could not be used, by the layer that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "layer", content = "error", rename_all = "snake_case")]
 pub enum ConnectionError {
     /// The kubeconfig file cannot be read or used.
     Kubeconfig(String),
