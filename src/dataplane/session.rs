@@ -21,6 +21,7 @@ use super::relay::{RelayEnv, RelayError, relay};
 use super::routing::{ActiveGuard, BackendState, ServiceRoute, now_ms};
 use super::scheduling::{ConnCandidates, Tried};
 use super::worker::{ServiceStatsSet, Worker};
+use crate::config::ProxyProtocol;
 use crate::stats::BackendStats;
 
 /// Why a relayed session ended.
@@ -62,7 +63,12 @@ pub async fn serve(worker: Rc<Worker>, client: TcpStream, peer: SocketAddr, list
         stats.service.session_closed(accepted_at.elapsed());
         return;
     };
-    let local = client.local_addr().unwrap_or(listen);
+    // The address the client reached matters only for the PROXY header; getsockname(2)
+    // is skipped otherwise (one syscall less per connection).
+    let local = match route.config.proxy_protocol {
+        ProxyProtocol::Off => listen,
+        _ => client.local_addr().unwrap_or(listen),
+    };
     run_session(&worker, &route, client, connected, peer, local).await;
     stats.service.session_closed(accepted_at.elapsed());
 }
