@@ -183,7 +183,12 @@ async fn first_kubeconfig_down_uses_the_second() {
     assert_eq!(s.endpoint(), a.display().to_string());
     api.faults(0).set_down(true);
     let before = api.endpoint(1).requests();
+    let started = Instant::now();
     let rec = s.get().await.expect("get through the second kubeconfig");
+    eprintln!(
+        "first kubeconfig down (connections closed): get via the second took {:?}",
+        started.elapsed()
+    );
     assert_eq!(rec.and_then(|r| r.holder).as_deref(), Some("lb1"));
     assert_eq!(
         s.endpoint(),
@@ -268,7 +273,13 @@ async fn a_hung_server_times_out_and_the_next_kubeconfig_answers() {
     let (a, b) = (api.admin_kubeconfig(0), api.admin_kubeconfig(1));
     let mut s = store(vec![a, b.clone()]);
     api.faults(0).set_slow(Duration::from_secs(30));
+    let started = Instant::now();
     let rec = s.get().await.expect("get via the second");
+    eprintln!(
+        "first kubeconfig hung: get via the second took {:?} (request timeout {:?})",
+        started.elapsed(),
+        fast().request_timeout
+    );
     assert_eq!(rec, None);
     assert_eq!(s.endpoint(), b.display().to_string());
 }
