@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = config::load_str("fuzz.yaml", &text, Mode::Check) {
         let lines = split_lines(&text).len();
         for d in e.diagnostics() {
-            assert!(d.pos.line >= 1 && d.pos.line <= lines + 1, "{}", d.headline());
+            assert!(
+                d.pos.line >= 1 && d.pos.line <= lines + 1,
+                "{}",
+                d.headline()
+            );
             assert!(d.pos.col >= 1, "{}", d.headline());
             let _ = d.to_string();
         }
