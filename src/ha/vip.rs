@@ -134,12 +134,25 @@ impl Vip {
             .map_err(|e| self.error("list", e))
     }
 
+    /// Loopback addresses are local to every host already; they are never added, removed or
+    /// announced (a demo or test VIP of 127.0.0.1 or ::1 must not take the host's loopback
+    /// address with it on shutdown).
+    fn is_loopback(&self) -> bool {
+        self.addr.is_loopback()
+    }
+
     pub async fn is_present(&self) -> Result<bool, VipError> {
+        if self.is_loopback() {
+            return Ok(true);
+        }
         Ok(!self.entries().await?.is_empty())
     }
 
     /// Adds the VIP; already present is success.
     pub async fn add(&self) -> Result<(), VipError> {
+        if self.is_loopback() {
+            return Ok(());
+        }
         let (index, _) = self.link().await?;
         let mut request = self
             .handle
@@ -159,9 +172,20 @@ impl Vip {
         }
     }
 
-    /// Removes every entry of the VIP on the interface. Returns whether anything was there.
+    /// Removes the VIP's host-prefix entries (/32, /128: the ones we add) from the interface.
+    /// Entries of the same address with another prefix were configured by the operator and
+    /// are left alone. Returns whether anything was removed.
     pub async fn remove(&self) -> Result<bool, VipError> {
-        let entries = self.entries().await?;
+        if self.is_loopback() {
+            return Ok(false);
+        }
+        let host_prefix = self.host_prefix();
+        let entries: Vec<_> = self
+            .entries()
+            .await?
+            .into_iter()
+            .filter(|entry| entry.header.prefix_len == host_prefix)
+            .collect();
         let found = !entries.is_empty();
         for entry in entries {
             match self.handle.address().del(entry).execute().await {
