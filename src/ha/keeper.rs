@@ -74,6 +74,10 @@ impl VipKeeper {
         if let Some(old) = self.announcer.take() {
             old.stop();
         }
+        if self.vip.addr().is_loopback() {
+            // Nobody on a link learns a loopback address from us (demo and test VIPs).
+            return;
+        }
         let (ifindex, mac) = match self.vip.link().await {
             Ok((ifindex, Some(mac))) => (ifindex, mac),
             Ok((_, None)) => {
