@@ -211,6 +211,9 @@ impl<'t> Builder<'t, '_, '_> {
             }
             Event::MappingStart(_, _) => {
                 let mut pairs: Vec<(Node, Node)> = Vec::new();
+                // Scalar keys by text, so a large mapping is not checked quadratically.
+                let mut scalar_keys: std::collections::HashSet<String> =
+                    std::collections::HashSet::new();
                 loop {
                     let (ev, span) = self.next()?;
                     if ev == Event::MappingEnd {
@@ -219,7 +222,10 @@ impl<'t> Builder<'t, '_, '_> {
                     let key = self.node(ev, span, depth + 1)?;
                     let (ev, span) = self.next()?;
                     let value = self.node(ev, span, depth + 1)?;
-                    let duplicate = pairs.iter().any(|(k, _)| same_key(k, &key));
+                    let duplicate = match &key.kind {
+                        NodeKind::Scalar(sc) => !scalar_keys.insert(sc.value.clone()),
+                        _ => pairs.iter().any(|(k, _)| same_key(k, &key)),
+                    };
                     if duplicate {
                         let name = match &key.kind {
                             NodeKind::Scalar(s) => format!("`{}`", s.value),

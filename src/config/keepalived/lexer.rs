@@ -95,6 +95,9 @@ fn lex_line(
     diags: &mut Diags<'_>,
     out: &mut Vec<Token>,
 ) -> bool {
+    // Everything after this index is blank: a backslash there continues the line.
+    let last_non_blank = chars.iter().rposition(|&c| !is_blank(c)).unwrap_or(0);
+    let rest_blank = |i: usize| i >= last_non_blank;
     let mut i = 0;
     let push = |out: &mut Vec<Token>, kind: TokenKind, start: usize, end: usize| {
         out.push(Token {
@@ -121,7 +124,7 @@ fn lex_line(
                 push(out, TokenKind::Close, i, i + 1);
                 i += 1;
             }
-            '\\' if chars[i + 1..].iter().all(|&c| is_blank(c)) => return true,
+            '\\' if rest_blank(i) => return true,
             '"' => {
                 let start = i;
                 match chars[i + 1..].iter().position(|&c| c == '"') {
@@ -159,14 +162,12 @@ fn lex_line(
                                 i += 2;
                                 continue;
                             }
-                            Some(&e)
-                                if is_blank(e) && !chars[i + 1..].iter().all(|&c| is_blank(c)) =>
-                            {
+                            Some(&e) if is_blank(e) && !rest_blank(i) => {
                                 word.push('\\');
                                 i += 1;
                                 break;
                             }
-                            Some(&e) if !chars[i + 1..].iter().all(|&c| is_blank(c)) => {
+                            Some(&e) if !rest_blank(i) => {
                                 word.push('\\');
                                 word.push(e);
                                 i += 2;
