@@ -5,8 +5,8 @@
 //! serving), SIGTERM/SIGINT stop gracefully (listeners close, sessions drain up to
 //! `--drain-timeout`, what is left is reset).
 //!
-//! Health, HA and the admin endpoint plug in at [`start_health`], [`start_ha`] and
-//! [`start_admin`]; their reload and stop hooks are in [`ControlPlane`].
+//! Health, HA and the admin endpoint start in [`ControlPlane`], which also carries their
+//! reload and stop hooks. A stop releases the VIPs first, then drains.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,10 @@ use crate::dataplane::{
     DEFAULT_SPLICE_AFTER, Dataplane, DataplaneError, DataplaneOptions, DriverChoice, PassiveEvent,
     Routing,
 };
-use crate::stats::StatsRegistry;
+use crate::ha::{self, HaSupervisor};
+use crate::health::supervisor::HealthSupervisor;
+use crate::stats::admin::AdminServer;
+use crate::stats::{self, Readiness, StatsRegistry};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -79,6 +82,8 @@ pub enum RunError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Ha(#[from] crate::ha::HaError),
     #[error("cannot install the {name} handler: {source}")]
     Signal {
         name: &'static str,
@@ -116,12 +121,22 @@ pub fn run(args: RunArgs) -> Result<ExitCode, RunError> {
         services = plan.instances.iter().map(|i| i.services.len()).sum::<usize>(),
         "alive-proxy serving"
     );
-    let outcome = runtime.block_on(async {
-        let control = ControlPlane::start(&plan, dataplane.routing(), &stats, passive_rx);
+    let started = runtime.block_on(async {
+        let mut control =
+            ControlPlane::start(&plan, dataplane.routing(), &stats, passive_rx).await?;
         let result = serve_until_stopped(&args, signals, plan, &dataplane, &control).await;
-        (control, result)
+        // Planned handover: the VIP leaves this host before the sessions drain, so a peer
+        // serves new connections while the old ones finish here.
+        control.release_vips().await;
+        Ok::<_, RunError>((control, result))
     });
-    let (control, result) = outcome;
+    let (control, result) = match started {
+        Ok(pair) => pair,
+        Err(err) => {
+            dataplane.shutdown(Duration::ZERO);
+            return Err(err);
+        }
+    };
     tracing::info!(drain = ?args.drain_timeout, live = dataplane.live_sessions(), "stopping: draining sessions");
     dataplane.shutdown(args.drain_timeout);
     runtime.block_on(control.shutdown());
@@ -142,98 +157,132 @@ fn init_logging() {
 
 /// The control-plane parts started next to the data plane.
 pub struct ControlPlane {
-    health: HealthHandle,
+    health: HealthSupervisor,
     ha: HaHandle,
-    admin: AdminHandle,
+    admin: Option<AdminServer>,
+    readiness: Arc<Readiness>,
+    stats: Arc<StatsRegistry>,
 }
 
 impl ControlPlane {
-    fn start(
+    /// Health first (backends' initial states reach the routing snapshot), then VIP
+    /// ownership, then the admin endpoint. An admin endpoint that cannot bind is logged,
+    /// not fatal: serving traffic matters more than reporting on it.
+    async fn start(
         plan: &Plan,
         routing: Arc<Routing>,
         stats: &Arc<StatsRegistry>,
         passive: UnboundedReceiver<PassiveEvent>,
-    ) -> Self {
-        ControlPlane {
-            health: start_health(plan, routing, stats, passive),
-            ha: start_ha(plan, stats),
-            admin: start_admin(plan, stats),
-        }
+    ) -> Result<Self, RunError> {
+        stats.control().set_plan(plan);
+        let health = HealthSupervisor::spawn(plan, routing, passive, stats.control());
+        let ha = HaHandle::start(plan, stats)?;
+        let readiness = Readiness::new();
+        let admin = match stats::admin::serve(
+            plan.admin.clone(),
+            Arc::clone(stats),
+            Arc::clone(&readiness),
+        )
+        .await
+        {
+            Ok(server) => Some(server),
+            Err(err) => {
+                tracing::error!("admin endpoint not started: {err}");
+                None
+            }
+        };
+        // The data plane's listeners are up (Dataplane::start returned) and health has
+        // published every backend's first state.
+        readiness.set_ready(true);
+        Ok(ControlPlane {
+            health,
+            ha,
+            admin,
+            readiness,
+            stats: Arc::clone(stats),
+        })
     }
 
     /// Called after the data plane took the new plan.
     fn apply_plan(&self, plan: &Plan) {
+        self.stats.control().set_plan(plan);
         self.health.apply_plan(plan);
         self.ha.apply_plan(plan);
-        self.admin.apply_plan(plan);
-    }
-
-    async fn shutdown(self) {
-        self.admin.shutdown().await;
-        self.ha.shutdown().await;
-        self.health.shutdown().await;
-    }
-}
-
-/// Health checks (lead plugs `HealthSupervisor` in here).
-pub struct HealthHandle {
-    passive_drain: tokio::task::JoinHandle<()>,
-}
-
-/// Starts health checking: results go to `routing` (a [`crate::health::HealthSink`]),
-/// passive failures come from the data plane on `passive`.
-///
-/// Not wired yet: until the health supervisor is plugged in here, passive events are only
-/// logged (so the channel does not grow) and backends without checks stay up.
-pub fn start_health(
-    _plan: &Plan,
-    _routing: Arc<Routing>,
-    _stats: &Arc<StatsRegistry>,
-    mut passive: UnboundedReceiver<PassiveEvent>,
-) -> HealthHandle {
-    let passive_drain = tokio::spawn(async move {
-        while let Some(event) = passive.recv().await {
-            tracing::debug!(backend = %event.key.backend, service = %event.key.service, error = ?event.error, "passive connect failure");
+        // The admin socket and HTTP address are bound once at start; a reload that changes
+        // them takes effect at the next start.
+        if let Some(admin) = &self.admin
+            && admin.socket_path() != plan.admin.socket
+        {
+            tracing::warn!("admin.socket changed: the new path is used after a restart");
         }
-    });
-    HealthHandle { passive_drain }
-}
+    }
 
-impl HealthHandle {
-    fn apply_plan(&self, _plan: &Plan) {}
+    /// VIP ownership goes first (address removed, lease released) so a peer takes over
+    /// while this host drains; returns once that handover is done.
+    async fn release_vips(&mut self) {
+        self.readiness.set_ready(false);
+        self.ha.shutdown().await;
+    }
 
     async fn shutdown(self) {
-        self.passive_drain.abort();
+        self.health.shutdown().await;
+        if let Some(admin) = self.admin {
+            admin.shutdown();
+        }
     }
 }
 
-/// VIP ownership (lead plugs `HaSupervisor` in here).
-pub struct HaHandle;
+/// Lease-based VIP ownership, run as a task so reloads (which need `&mut` and await VIP
+/// removal) never block the signal loop.
+struct HaHandle {
+    commands: tokio::sync::mpsc::UnboundedSender<HaCommand>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
 
-/// Starts lease-based VIP ownership. Not wired yet: the data plane listens with FREEBIND,
-/// so it serves whatever VIPs this host holds.
-pub fn start_ha(_plan: &Plan, _stats: &Arc<StatsRegistry>) -> HaHandle {
-    HaHandle
+enum HaCommand {
+    Apply(Box<Plan>),
+    Shutdown,
 }
 
 impl HaHandle {
-    fn apply_plan(&self, _plan: &Plan) {}
+    fn start(plan: &Plan, stats: &Arc<StatsRegistry>) -> Result<HaHandle, RunError> {
+        let identity = ha::host_identity(plan)?;
+        tracing::info!(%identity, "lease identity");
+        let mut supervisor = HaSupervisor::spawn(plan, identity, stats.control())?;
+        let (commands, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(command) = rx.recv().await {
+                match command {
+                    HaCommand::Apply(plan) => supervisor.apply_plan(&plan).await,
+                    HaCommand::Shutdown => break,
+                }
+            }
+            supervisor.shutdown().await;
+        });
+        Ok(HaHandle {
+            commands,
+            task: Some(task),
+        })
+    }
 
-    async fn shutdown(self) {}
-}
+    fn apply_plan(&self, plan: &Plan) {
+        if self
+            .commands
+            .send(HaCommand::Apply(Box::new(plan.clone())))
+            .is_err()
+        {
+            tracing::error!("HA supervisor is not running; reload not applied to VIP ownership");
+        }
+    }
 
-/// The admin socket and HTTP endpoint (lead plugs `stats::admin::serve` in here).
-pub struct AdminHandle;
-
-/// Starts the admin endpoint. Not wired yet.
-pub fn start_admin(_plan: &Plan, _stats: &Arc<StatsRegistry>) -> AdminHandle {
-    AdminHandle
-}
-
-impl AdminHandle {
-    fn apply_plan(&self, _plan: &Plan) {}
-
-    async fn shutdown(self) {}
+    async fn shutdown(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        // Already stopped if the send fails; the join below still waits for its cleanup.
+        let _stopping = self.commands.send(HaCommand::Shutdown);
+        if let Err(err) = task.await {
+            tracing::error!(%err, "HA supervisor failed while stopping");
+        }
+    }
 }
 
 /// What identifies a version of the config file without reading it: a ConfigMap update

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{LoadError, Mode, Plan, Severity, load, summary};
+use super::{LoadError, Mode, Severity, load, summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -16,6 +16,8 @@ pub enum CheckError {
     },
     #[error("cannot encode the plan as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("cannot run the online checks: {0}")]
+    Online(std::io::Error),
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -37,9 +39,18 @@ pub fn run_check(path: &Path, json: bool, online: bool) -> Result<ExitCode, Chec
         writeln!(stderr, "{w}")?;
     }
     drop(stderr);
+    let online_reports = if online {
+        Some(crate::ha::online::check_blocking(&loaded.plan).map_err(CheckError::Online)?)
+    } else {
+        None
+    };
     let mut stdout = std::io::stdout().lock();
     if json {
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&loaded.plan)?)?;
+        let document = match &online_reports {
+            Some(reports) => serde_json::json!({ "plan": &loaded.plan, "online": reports }),
+            None => serde_json::to_value(&loaded.plan)?,
+        };
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&document)?)?;
     } else {
         let warnings = loaded
             .warnings
@@ -47,15 +58,19 @@ pub fn run_check(path: &Path, json: bool, online: bool) -> Result<ExitCode, Chec
             .filter(|d| d.severity == Severity::Warning)
             .count();
         write!(stdout, "{}", summary::render(&loaded.plan, warnings))?;
+        if let Some(reports) = &online_reports {
+            writeln!(stdout, "\nOnline checks ({} kubeconfigs):", reports.len())?;
+            for report in reports {
+                writeln!(stdout, "{report}")?;
+            }
+        }
     }
-    if online {
-        writeln!(stdout, "{}", online_checks(&loaded.plan))?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `--online`: reachability, TLS and certificate expiry of each kubeconfig belong to the HA
-/// module (`crate::ha::online`), which the CLI wiring will call here once it exists.
-fn online_checks(_plan: &Plan) -> &'static str {
-    "online checks (kubeconfig reachability, lease permissions, certificate expiry) are done by the HA module and are not wired into `check` yet"
+    // Online problems fail the check: a kubeconfig that cannot take the lease is the
+    // outage the seed's operators only found when failover did not happen.
+    let online_ok = online_reports.iter().flatten().all(|r| r.ok());
+    Ok(if online_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
