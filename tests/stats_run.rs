@@ -63,7 +63,6 @@ fn stats_json(socket: &Path) -> Result<StatsSnapshot, String> {
 }
 
 #[test]
-#[ignore = "needs src/app.rs to start stats::admin::serve and set readiness (lead); run with --ignored"]
 fn stats_and_metrics_count_exactly_the_connections_through_run() {
     let port = free_tcp_port();
     let backend_ips = ["127.0.0.2", "127.0.0.3"];
