@@ -3,9 +3,9 @@
 //! every helper, hence the crate-wide allow.
 #![allow(dead_code)]
 
+pub mod dataplane;
 pub mod health;
 pub mod kube_api;
-pub mod dataplane;
 pub mod netns;
 pub mod ports;
 pub mod process;
