@@ -217,7 +217,7 @@ fn encode_snapshot(
         "uptime",
         "Time since the process started",
         Some(&Unit::Seconds),
-        &[(none, snapshot.uptime_seconds)],
+        &[(none, snapshot.uptime_seconds())],
     )?;
 
     let services = &snapshot.services;

@@ -21,9 +21,10 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     pub format: u32,
-    /// When the snapshot was taken, seconds since the Unix epoch.
-    pub taken_at: f64,
-    pub uptime_seconds: f64,
+    /// When the snapshot was taken, milliseconds since the Unix epoch (integers, so the JSON
+    /// round trip is exact).
+    pub taken_at_ms: u64,
+    pub uptime_ms: u64,
     /// Data-plane worker shards merged into this snapshot.
     pub workers: usize,
     /// Plan order first, then services seen only in traffic (e.g. removed by a reload while
@@ -58,6 +59,17 @@ pub struct ServiceSnapshot {
     pub no_backend: u64,
     pub session_duration: LatencySummary,
     pub backends: Vec<BackendSnapshot>,
+}
+
+impl StatsSnapshot {
+    /// When the snapshot was taken, seconds since the Unix epoch.
+    pub fn taken_at(&self) -> f64 {
+        self.taken_at_ms as f64 / 1e3
+    }
+
+    pub fn uptime_seconds(&self) -> f64 {
+        self.uptime_ms as f64 / 1e3
+    }
 }
 
 impl ServiceSnapshot {
@@ -280,8 +292,8 @@ impl StatsRegistry {
 
         StatsSnapshot {
             format: SNAPSHOT_FORMAT,
-            taken_at: unix_seconds(SystemTime::now()),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            taken_at_ms: (unix_seconds(SystemTime::now()) * 1e3) as u64,
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             workers: shards.len(),
             services: service_snapshots,
             instances,

@@ -77,13 +77,13 @@ fn find_backend<'a>(
 pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; the results are ignored for that reason only.
-    let elapsed = previous.map_or(0.0, |p| snapshot.taken_at - p.taken_at);
+    let elapsed = previous.map_or(0.0, |p| snapshot.taken_at() - p.taken_at());
     let _ = writeln!(
         out,
         "alive-proxy: {} worker{}, up {}{}",
         snapshot.workers,
         if snapshot.workers == 1 { "" } else { "s" },
-        duration_us((snapshot.uptime_seconds * 1e6) as u64),
+        duration_us(snapshot.uptime_ms * 1000),
         if previous.is_some() {
             format!(", rates over {elapsed:.1}s")
         } else {
@@ -184,7 +184,7 @@ pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> Str
                     "       {} for {}: {}",
                     health.state.name(),
                     duration_us(
-                        ((snapshot.taken_at - unix_seconds(health.since)).max(0.0) * 1e6) as u64
+                        ((snapshot.taken_at() - unix_seconds(health.since)).max(0.0) * 1e6) as u64
                     ),
                     health.reason
                 );
@@ -211,7 +211,7 @@ pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> Str
                 }
                 Some(state) => {
                     let held_for =
-                        ((snapshot.taken_at - unix_seconds(state.since)).max(0.0) * 1e6) as u64;
+                        ((snapshot.taken_at() - unix_seconds(state.since)).max(0.0) * 1e6) as u64;
                     let endpoint = state
                         .lock_endpoint
                         .as_deref()
@@ -229,7 +229,7 @@ pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> Str
                     for cert in &state.cert_expiry {
                         let when = match (cert.not_after, &cert.error) {
                             (Some(t), _) => {
-                                let days = (unix_seconds(t) - snapshot.taken_at) / 86_400.0;
+                                let days = (unix_seconds(t) - snapshot.taken_at()) / 86_400.0;
                                 format!("certificate expires in {days:.0} days")
                             }
                             (None, Some(err)) => err.clone(),
@@ -268,11 +268,11 @@ mod tests {
         assert_eq!(quantity(20_000_000.0), "20.0M");
     }
 
-    fn snapshot(taken_at: f64, accepted: u64) -> StatsSnapshot {
+    fn snapshot(taken_at_ms: u64, accepted: u64) -> StatsSnapshot {
         StatsSnapshot {
             format: 1,
-            taken_at,
-            uptime_seconds: 10.0,
+            taken_at_ms,
+            uptime_ms: 10_000,
             workers: 1,
             services: vec![ServiceSnapshot {
                 vip: "192.0.2.1".parse().unwrap(),
@@ -294,8 +294,8 @@ mod tests {
 
     #[test]
     fn watch_shows_connections_per_second_between_snapshots() {
-        let before = snapshot(100.0, 1_000);
-        let now = snapshot(102.0, 1_500);
+        let before = snapshot(100_000, 1_000);
+        let now = snapshot(102_000, 1_500);
         let text = render(&now, Some(&before));
         let service = text
             .lines()
