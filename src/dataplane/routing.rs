@@ -21,9 +21,35 @@ use super::scheduling::{membership_changed, scheduler_for};
 use crate::config::{Backend, BackendKey, OnBackendDown, Plan, Service};
 use crate::health::{BackendStatus, HealthSink};
 
-/// How long a backend stays out of picks after a connect failure on the data path when
-/// health does not answer sooner (health clears the mark when its re-probe finishes).
+/// The shortest time a backend stays out of picks after a connect failure on the data path
+/// when health does not answer sooner (health clears the mark when its re-probe finishes).
 pub const SUSPECT_HOLD: Duration = Duration::from_secs(3);
+
+/// How long the suspect mark must last so that health's verdict arrives first: a re-probe
+/// that times out takes up to `(retry + 1) × connect_timeout + retry × delay_before_retry`
+/// per checker (MISC_CHECK: its timeout instead of the connect timeout). Clearing the mark
+/// earlier would send new connections to a dead backend before health has concluded.
+pub fn suspect_hold(backend: &Backend) -> Duration {
+    let worst_reprobe = backend
+        .checks
+        .iter()
+        .map(|check| {
+            let attempt = match &check.kind {
+                crate::config::CheckKind::Misc(misc) => misc.timeout,
+                _ => check.connect_timeout,
+            };
+            attempt.saturating_mul(check.retry.saturating_add(1))
+                + check.delay_before_retry.saturating_mul(check.retry)
+        })
+        .max()
+        .unwrap_or_default();
+    // One second of slack for scheduling and the verdict's trip back to the data plane.
+    SUSPECT_HOLD.max(worst_reprobe + Duration::from_secs(1))
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Milliseconds since the first call: a cheap monotonic clock that fits in an atomic.
 pub fn now_ms() -> u64 {
@@ -41,6 +67,8 @@ pub struct BackendState {
     weight: AtomicU32,
     up: AtomicBool,
     suspect_until_ms: AtomicU64,
+    /// See [`suspect_hold`]; follows the plan across reloads.
+    suspect_hold_ms: AtomicU64,
     /// Sessions (and connects in progress) across all workers: lc/wlc/sed/nq read this.
     active: AtomicU32,
     upper_threshold: AtomicU32,
@@ -52,16 +80,17 @@ pub struct BackendState {
 
 impl BackendState {
     fn new(key: BackendKey, backend: Option<&Backend>) -> Self {
-        let (weight, up, upper, lower) = match backend {
+        let (weight, up, upper, lower, hold) = match backend {
             // `alpha`: down until the first successful check; no checks = always up.
             Some(b) => (
                 b.weight,
                 !b.alpha || b.checks.is_empty(),
                 b.upper_threshold,
                 b.lower_threshold,
+                suspect_hold(b),
             ),
             // The sorry server: always up, weight 1, no thresholds.
-            None => (1, true, 0, 0),
+            None => (1, true, 0, 0, SUSPECT_HOLD),
         };
         BackendState {
             key,
@@ -69,6 +98,7 @@ impl BackendState {
             weight: AtomicU32::new(weight),
             up: AtomicBool::new(up),
             suspect_until_ms: AtomicU64::new(0),
+            suspect_hold_ms: AtomicU64::new(duration_ms(hold)),
             active: AtomicU32::new(0),
             upper_threshold: AtomicU32::new(upper),
             lower_threshold: AtomicU32::new(lower),
@@ -85,6 +115,8 @@ impl BackendState {
             .store(backend.upper_threshold, Ordering::Relaxed);
         self.lower_threshold
             .store(backend.lower_threshold, Ordering::Relaxed);
+        self.suspect_hold_ms
+            .store(duration_ms(suspect_hold(backend)), Ordering::Relaxed);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -109,10 +141,9 @@ impl BackendState {
 
     /// A connect on the data path failed: keep new connections away until health re-probes.
     pub fn mark_suspect(&self) {
-        self.suspect_until_ms.store(
-            now_ms() + SUSPECT_HOLD.as_millis() as u64,
-            Ordering::Relaxed,
-        );
+        let hold = self.suspect_hold_ms.load(Ordering::Relaxed);
+        self.suspect_until_ms
+            .store(now_ms().saturating_add(hold), Ordering::Relaxed);
     }
 
     /// Whether the thresholds let it take one more session (updates the hysteresis flag).
@@ -549,5 +580,30 @@ mod tests {
         assert!(!b.eligible(now_ms()), "a down backend got picked");
         routing.backend_changed(key("198.51.100.1:80"), BackendStatus::Up { weight: 0 });
         assert!(!b.eligible(now_ms()), "weight 0 drains: no new connections");
+    }
+
+    #[test]
+    fn suspect_hold_outlasts_healths_slowest_reprobe() {
+        use crate::config::{Check, CheckKind, TcpCheck};
+        let mut b = backend("192.0.2.10:80", 0, 0);
+        assert_eq!(
+            suspect_hold(&b),
+            SUSPECT_HOLD,
+            "a backend without checks keeps the minimum hold"
+        );
+        b.checks.push(Check {
+            kind: CheckKind::Tcp(TcpCheck {
+                connect: addr("192.0.2.10:1936"),
+                bind: None,
+            }),
+            interval: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            retry: 2,
+            delay_before_retry: Duration::from_secs(3),
+            warmup: Duration::ZERO,
+            origin: "t.yaml:1:1".into(),
+        });
+        // 3 attempts × 5 s + 2 pauses × 3 s + 1 s slack.
+        assert_eq!(suspect_hold(&b), Duration::from_secs(22));
     }
 }
