@@ -20,7 +20,14 @@ pub struct VipKeeper {
     conflicts: Arc<AtomicU64>,
     announcer: Option<Announcer>,
     holding: bool,
+    /// Consecutive failed checks of the address. Netlink dumps fail now and then for
+    /// reasons that pass (EBUSY when the address list changes mid-dump); only a failure
+    /// that persists means this host cannot serve the VIP.
+    failed_checks: u32,
 }
+
+/// Checks (one per renew period) that must fail in a row before the keeper gives up.
+const CHECK_FAILURES_BEFORE_GIVING_UP: u32 = 3;
 
 impl VipKeeper {
     pub fn new(
@@ -36,6 +43,7 @@ impl VipKeeper {
             conflicts,
             announcer: None,
             holding: false,
+            failed_checks: 0,
         }
     }
 
@@ -109,7 +117,11 @@ impl VipKeeper {
         if !self.holding {
             return true;
         }
-        match self.vip.is_present().await {
+        let present = self.vip.is_present().await;
+        if present.is_ok() {
+            self.failed_checks = 0;
+        }
+        match present {
             Ok(true) => true,
             Ok(false) => {
                 tracing::warn!(
@@ -128,9 +140,14 @@ impl VipKeeper {
                 }
             }
             Err(e) => {
-                // The interface itself is gone (or netlink fails): nothing can be served.
-                tracing::warn!(instance = %self.instance, "checking the VIP failed: {e}");
-                false
+                // Persistently failing (the interface is gone, netlink broken): nothing can
+                // be served. A single failure keeps the VIP until the next check.
+                self.failed_checks += 1;
+                tracing::warn!(
+                    instance = %self.instance, failures = self.failed_checks,
+                    "checking the VIP failed: {e}"
+                );
+                self.failed_checks < CHECK_FAILURES_BEFORE_GIVING_UP
             }
         }
     }

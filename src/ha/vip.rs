@@ -31,6 +31,8 @@ pub enum VipError {
 
 const EEXIST: i32 = libc::EEXIST;
 const NOT_THERE: [i32; 2] = [libc::EADDRNOTAVAIL, libc::ENOENT];
+/// Tries of an address dump that the kernel interrupted.
+const DUMP_ATTEMPTS: u32 = 3;
 
 /// A netlink connection; one per HA supervisor, shared by its VIPs.
 #[derive(Clone)]
@@ -123,15 +125,28 @@ impl Vip {
         &self,
     ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>, VipError> {
         let (index, _) = self.link().await?;
-        self.handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .set_address_filter(self.addr)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error("list", e))
+        let mut attempt = 1;
+        loop {
+            let dump = self
+                .handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(self.addr)
+                .execute()
+                .try_collect()
+                .await;
+            match dump {
+                // The kernel interrupts a dump when the address list changes under it
+                // (EBUSY); a fresh dump sees the new list.
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if -e.raw_code() == libc::EBUSY && attempt < DUMP_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other.map_err(|e| self.error("list", e)),
+            }
+        }
     }
 
     /// Loopback addresses are local to every host already; they are never added, removed or
