@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         let identity = host_identity(&plan)?;
         let control = std::sync::Arc::new(ControlState::new());
         let supervisor =
-            HaSupervisor::spawn_with(&plan, identity.clone(), control, HaOptions::default())?;
+            HaSupervisor::spawn(&plan, identity.clone(), control, HaOptions::default())?;
         tracing::info!(identity, "ha_node running");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("SIGTERM handler")?;

@@ -1,31 +1,44 @@
-//! `alive-proxy run`: the process wiring. Loads the plan, starts the control-plane runtime
-//! (tokio, two threads), the stats registry and the data plane, then serves until a stop
-//! signal: SIGHUP or a change of the config file reloads (the new plan is built and
-//! validated first; an invalid file is logged with file:line and the running config keeps
-//! serving), SIGTERM/SIGINT stop gracefully (listeners close, sessions drain up to
-//! `--drain-timeout`, what is left is reset).
+//! `alive-proxy run`: the process wiring. [`run`] starts the control-plane runtime (tokio,
+//! two threads) and turns signals into triggers for [`serve`], which tests call directly
+//! with pre-bound listeners, their own reload channel and stop future.
 //!
-//! Health, HA and the admin endpoint start in [`ControlPlane`], which also carries their
-//! reload and stop hooks. A stop releases the VIPs first, then drains.
+//! [`serve`] loads the plan, starts the stats registry, the data plane and the control
+//! plane (health, HA, admin endpoint), then serves until stopped:
+//! - **Reload** (SIGHUP, a change of the config file) is one transaction: the new file is
+//!   loaded and validated, one [`PlanDiff`] says what changes, every subsystem prepares
+//!   what can fail (the data plane binds new listeners) and only then do all commit; each
+//!   answers, and only then are the log line and `alive_proxy_config_reloads_total` written.
+//!   Any failure before the commit leaves the previous configuration serving everywhere.
+//!   A change of `identity` or `admin.*` is refused: both need a restart (see docs).
+//! - **Stop** (SIGTERM, SIGINT) is a planned handover: VIP holders park their VIPs and
+//!   release their leases so a peer takes new connections at once, listeners close once the
+//!   peer has them, established sessions drain here for up to `--drain-timeout` (the peer
+//!   forwards their packets back), what is left is reset, then the VIPs go.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::config::diff::PlanDiff;
 use crate::config::{self, LoadError, Mode, Plan};
 use crate::dataplane::{
     DEFAULT_SPLICE_AFTER, Dataplane, DataplaneError, DataplaneOptions, DriverChoice, PassiveEvent,
-    Routing,
+    Prebound, Routing,
 };
-use crate::ha::{self, HaSupervisor};
+use crate::ha::{self, HaOptions, HaSupervisor};
 use crate::health::supervisor::HealthSupervisor;
 use crate::stats::admin::AdminServer;
 use crate::stats::{self, Readiness, StatsRegistry};
+
+/// After the next holder took a VIP, listeners stay open this long: clients whose ARP or
+/// neighbour entry still names this host (the takeover announcement is on its way) are
+/// served here rather than reset.
+const HANDOVER_GRACE: Duration = Duration::from_millis(1000);
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -91,56 +104,90 @@ pub enum RunError {
     },
 }
 
+/// Why a reload was refused; the previous configuration keeps serving in every case.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error("{0}")]
+    Load(LoadError),
+    #[error(
+        "`identity` changed: it names this host in every lease and cannot change while it \
+         holds them; restart alive-proxy to use the new identity"
+    )]
+    Identity,
+    #[error(
+        "`admin` changed: the admin socket and HTTP listener move only on restart (a \
+         running `alive-proxy stats` would lose the daemon); restart alive-proxy, or put \
+         the old values back to reload the rest"
+    )]
+    Admin,
+    #[error("the data plane cannot take the new configuration: {0}")]
+    Dataplane(DataplaneError),
+}
+
+/// Everything [`serve`] needs besides the configuration file's content.
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub dataplane: DataplaneOptions,
+    /// How long a stop lets established sessions finish.
+    pub drain_timeout: Duration,
+    /// How often the file is checked for changes; zero: only on request.
+    pub watch_interval: Duration,
+    /// Listeners bound by the caller for some VIP:ports (tests bind port 0).
+    pub prebound: Prebound,
+}
+
+impl ServeOptions {
+    pub fn new(config: PathBuf) -> ServeOptions {
+        ServeOptions {
+            config,
+            dataplane: DataplaneOptions::default(),
+            drain_timeout: Duration::from_secs(30),
+            watch_interval: Duration::from_secs(2),
+            prebound: Prebound::default(),
+        }
+    }
+}
+
+impl From<RunArgs> for ServeOptions {
+    fn from(args: RunArgs) -> ServeOptions {
+        ServeOptions {
+            config: args.config,
+            dataplane: DataplaneOptions {
+                workers: args.workers,
+                driver: args.driver,
+                splice_after: (args.splice_after > 0).then_some(args.splice_after),
+                ..DataplaneOptions::default()
+            },
+            drain_timeout: args.drain_timeout,
+            watch_interval: args.watch_interval,
+            prebound: Prebound::default(),
+        }
+    }
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode, RunError> {
     init_logging();
-    let loaded = config::load(&args.config, Mode::Run)?;
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
-    }
-    let plan = loaded.plan;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("alive-control")
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let stats = StatsRegistry::new();
-    let (passive_tx, passive_rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = DataplaneOptions {
-        workers: args.workers,
-        driver: args.driver,
-        splice_after: (args.splice_after > 0).then_some(args.splice_after),
-        ..DataplaneOptions::default()
-    };
-    let signals = runtime.block_on(async { Signals::install() })?;
-    let dataplane = Dataplane::start(&plan, options, Arc::clone(&stats), passive_tx)?;
-    tracing::info!(
-        config = %args.config.display(),
-        workers = dataplane.worker_count(),
-        driver = %dataplane.driver(),
-        services = plan.instances.iter().map(|i| i.services.len()).sum::<usize>(),
-        "alive-proxy serving"
-    );
-    let started = runtime.block_on(async {
-        let mut control =
-            ControlPlane::start(&plan, dataplane.routing(), &stats, passive_rx).await?;
-        let result = serve_until_stopped(&args, signals, plan, &dataplane, &control).await;
-        // Planned handover: the VIP leaves this host before the sessions drain, so a peer
-        // serves new connections while the old ones finish here.
-        control.release_vips().await;
-        Ok::<_, RunError>((control, result))
-    });
-    let (control, result) = match started {
-        Ok(pair) => pair,
-        Err(err) => {
-            dataplane.shutdown(Duration::ZERO);
-            return Err(err);
-        }
-    };
-    tracing::info!(drain = ?args.drain_timeout, live = dataplane.live_sessions(), "stopping: draining sessions");
-    dataplane.shutdown(args.drain_timeout);
-    runtime.block_on(control.shutdown());
-    result.map(|()| ExitCode::SUCCESS)
+    runtime.block_on(async {
+        // Before the first listener opens: a SIGHUP or SIGTERM that arrives once clients can
+        // connect must never hit the default action (terminate without draining).
+        let signals = Signals::install()?;
+        let (reloads, reload_rx) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(signals.forward(reloads, stop));
+        serve(ServeOptions::from(args), reload_rx, async {
+            // A dropped sender also means stop.
+            let _ = stopped.await;
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging() {
@@ -155,13 +202,75 @@ fn init_logging() {
         .try_init();
 }
 
+/// Serves `options.config` until `stop` resolves, then stops as described in the module
+/// doc. Each message on `reloads` reloads the file. Call inside a multi-thread tokio
+/// runtime.
+pub async fn serve(
+    options: ServeOptions,
+    reloads: mpsc::UnboundedReceiver<()>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let loaded = config::load(&options.config, Mode::Run)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let plan = loaded.plan;
+    let stats = StatsRegistry::new();
+    let (passive_tx, passive_rx) = mpsc::unbounded_channel();
+    let dataplane = Dataplane::start_with(
+        &plan,
+        options.dataplane,
+        Arc::clone(&stats),
+        passive_tx,
+        options.prebound,
+    )?;
+    tracing::info!(
+        config = %options.config.display(),
+        workers = dataplane.worker_count(),
+        driver = %dataplane.driver(),
+        services = plan.instances.iter().map(|i| i.services.len()).sum::<usize>(),
+        "alive-proxy serving"
+    );
+    let ha_options = HaOptions {
+        drain: options.drain_timeout,
+        ..HaOptions::default()
+    };
+    let control =
+        match ControlPlane::start(&plan, dataplane.routing(), &stats, passive_rx, ha_options).await
+        {
+            Ok(control) => control,
+            Err(err) => {
+                join(dataplane).await;
+                return Err(err);
+            }
+        };
+    let mut serving = Serving {
+        path: options.config,
+        plan,
+        dataplane,
+        control,
+        stats,
+    };
+    serving
+        .serve_until(reloads, stop, options.watch_interval)
+        .await;
+    serving.stop(options.drain_timeout).await;
+    Ok(())
+}
+
+/// Ends the data plane's threads without blocking the runtime.
+async fn join(dataplane: Dataplane) {
+    if let Err(e) = tokio::task::spawn_blocking(move || dataplane.join()).await {
+        tracing::error!("joining the data plane: {e}");
+    }
+}
+
 /// The control-plane parts started next to the data plane.
 pub struct ControlPlane {
     health: HealthSupervisor,
-    ha: HaHandle,
+    ha: HaSupervisor,
     admin: Option<AdminServer>,
     readiness: Arc<Readiness>,
-    stats: Arc<StatsRegistry>,
 }
 
 impl ControlPlane {
@@ -172,12 +281,16 @@ impl ControlPlane {
         plan: &Plan,
         routing: Arc<Routing>,
         stats: &Arc<StatsRegistry>,
-        passive: UnboundedReceiver<PassiveEvent>,
+        passive: mpsc::UnboundedReceiver<PassiveEvent>,
+        ha_options: HaOptions,
     ) -> Result<Self, RunError> {
         stats.control().set_plan(plan);
         let health = HealthSupervisor::spawn(plan, routing, passive, stats.control());
-        let ha = HaHandle::start(plan, stats)?;
+        let identity = ha::host_identity(plan)?;
+        tracing::info!(%identity, "lease identity");
+        let ha = HaSupervisor::spawn(plan, identity, stats.control(), ha_options)?;
         let readiness = Readiness::new();
+        readiness.watch(stats.control());
         let admin = match stats::admin::serve(
             plan.admin.clone(),
             Arc::clone(stats),
@@ -199,89 +312,162 @@ impl ControlPlane {
             ha,
             admin,
             readiness,
-            stats: Arc::clone(stats),
         })
     }
-
-    /// Called after the data plane took the new plan.
-    fn apply_plan(&self, plan: &Plan) {
-        self.stats.control().set_plan(plan);
-        self.health.apply_plan(plan);
-        self.ha.apply_plan(plan);
-        // The admin socket and HTTP address are bound once at start; a reload that changes
-        // them takes effect at the next start.
-        if let Some(admin) = &self.admin
-            && admin.socket_path() != plan.admin.socket
-        {
-            tracing::warn!("admin.socket changed: the new path is used after a restart");
-        }
-    }
-
-    /// VIP ownership goes first (address removed, lease released) so a peer takes over
-    /// while this host drains; returns once that handover is done.
-    async fn release_vips(&mut self) {
-        self.readiness.set_ready(false);
-        self.ha.shutdown().await;
-    }
-
-    async fn shutdown(self) {
-        self.health.shutdown().await;
-        if let Some(admin) = self.admin {
-            admin.shutdown();
-        }
-    }
 }
 
-/// Lease-based VIP ownership, run as a task so reloads (which need `&mut` and await VIP
-/// removal) never block the signal loop.
-struct HaHandle {
-    commands: tokio::sync::mpsc::UnboundedSender<HaCommand>,
-    task: Option<tokio::task::JoinHandle<()>>,
+/// The running process: what [`serve`] reloads and stops.
+struct Serving {
+    path: PathBuf,
+    plan: Plan,
+    dataplane: Dataplane,
+    control: ControlPlane,
+    stats: Arc<StatsRegistry>,
 }
 
-enum HaCommand {
-    Apply(Box<Plan>),
-    Shutdown,
-}
-
-impl HaHandle {
-    fn start(plan: &Plan, stats: &Arc<StatsRegistry>) -> Result<HaHandle, RunError> {
-        let identity = ha::host_identity(plan)?;
-        tracing::info!(%identity, "lease identity");
-        let mut supervisor = HaSupervisor::spawn(plan, identity, stats.control())?;
-        let (commands, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Some(command) = rx.recv().await {
-                match command {
-                    HaCommand::Apply(plan) => supervisor.apply_plan(&plan).await,
-                    HaCommand::Shutdown => break,
+impl Serving {
+    /// Reloads on request and on file change until `stop` resolves.
+    async fn serve_until(
+        &mut self,
+        mut reloads: mpsc::UnboundedReceiver<()>,
+        stop: impl Future<Output = ()>,
+        watch_interval: Duration,
+    ) {
+        let watching = !watch_interval.is_zero();
+        let mut ticker = tokio::time::interval(if watching {
+            watch_interval
+        } else {
+            Duration::from_secs(3600)
+        });
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_stamp = stamp(&self.path);
+        let mut reloads_open = true;
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                request = reloads.recv(), if reloads_open => match request {
+                    Some(()) => {
+                        tracing::info!(config = %self.path.display(), "reload requested");
+                        last_stamp = stamp(&self.path);
+                        self.reload().await;
+                    }
+                    None => reloads_open = false,
+                },
+                _ = ticker.tick(), if watching => {
+                    let now = stamp(&self.path);
+                    if now != last_stamp {
+                        last_stamp = now;
+                        tracing::info!(config = %self.path.display(), "config file changed: reloading");
+                        self.reload().await;
+                    }
                 }
             }
-            supervisor.shutdown().await;
-        });
-        Ok(HaHandle {
-            commands,
-            task: Some(task),
-        })
-    }
-
-    fn apply_plan(&self, plan: &Plan) {
-        if self
-            .commands
-            .send(HaCommand::Apply(Box::new(plan.clone())))
-            .is_err()
-        {
-            tracing::error!("HA supervisor is not running; reload not applied to VIP ownership");
         }
     }
 
-    async fn shutdown(&mut self) {
-        let Some(task) = self.task.take() else { return };
-        // Already stopped if the send fails; the join below still waits for its cleanup.
-        let _stopping = self.commands.send(HaCommand::Shutdown);
-        if let Err(err) = task.await {
-            tracing::error!(%err, "HA supervisor failed while stopping");
+    /// One reload, logged and counted only once every part answered.
+    async fn reload(&mut self) {
+        let result = self.try_reload().await;
+        self.stats.control().reload_result(result.is_ok());
+        match result {
+            Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
+            Err(ReloadError::Load(err)) => {
+                for diagnostic in err.diagnostics() {
+                    tracing::error!("{diagnostic}");
+                }
+                if err.diagnostics().is_empty() {
+                    tracing::error!("{err}");
+                }
+                tracing::error!(config = %self.path.display(), "reload rejected; still serving the previous configuration");
+            }
+            Err(err) => {
+                tracing::error!(config = %self.path.display(), "reload rejected: {err}; still serving the previous configuration");
+            }
         }
+    }
+
+    async fn try_reload(&mut self) -> Result<String, ReloadError> {
+        let loaded = config::load(&self.path, Mode::Run).map_err(ReloadError::Load)?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let plan = loaded.plan;
+        let diff = PlanDiff::between(&self.plan, &plan);
+        if diff.is_empty() {
+            return Ok("unchanged".into());
+        }
+        if diff.identity_changed {
+            return Err(ReloadError::Identity);
+        }
+        if diff.admin_changed {
+            return Err(ReloadError::Admin);
+        }
+        // Prepare: everything that can fail. Dropping `listeners` unbinds them again.
+        let listeners = self
+            .dataplane
+            .prepare_plan(&plan)
+            .map_err(ReloadError::Dataplane)?;
+        // Commit: every part takes the plan and answers.
+        self.dataplane.commit_plan(&plan, listeners);
+        self.stats.control().set_plan(&plan);
+        if !self.control.health.apply(&plan).await {
+            tracing::error!("health checks did not answer the reload (supervisor gone)");
+        }
+        let ha = self.control.ha.apply(&plan, &diff).await;
+        self.plan = plan;
+        let mut summary = diff.summary();
+        if !ha.handed_over.is_empty() {
+            summary.push_str(&format!(
+                "; VIP ownership handed over: {}",
+                ha.handed_over.join(", ")
+            ));
+        }
+        Ok(summary)
+    }
+
+    /// Planned handover, drain, then the VIPs go (module doc).
+    async fn stop(self, drain_timeout: Duration) {
+        let Serving {
+            dataplane, control, ..
+        } = self;
+        let ControlPlane {
+            health,
+            mut ha,
+            admin,
+            readiness,
+        } = control;
+        readiness.set_ready(false);
+        let started = Instant::now();
+        let drain_until = started + drain_timeout;
+        tracing::info!(drain = ?drain_timeout, live = dataplane.live_sessions(), "stopping: handing the VIPs over");
+        let parked = ha.hand_over(drain_until).await;
+        if parked {
+            tokio::time::sleep(
+                HANDOVER_GRACE.min(drain_until.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+        dataplane.stop_accepting();
+        tracing::info!(live = dataplane.live_sessions(), after = ?started.elapsed(), "listeners closed; draining sessions");
+        while dataplane.live_sessions() > 0 && Instant::now() < drain_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if dataplane.live_sessions() > 0 {
+            dataplane.reset_sessions(drain_timeout);
+            let reset_until = Instant::now() + Duration::from_secs(1);
+            while dataplane.live_sessions() > 0 && Instant::now() < reset_until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        tracing::info!(after = ?started.elapsed(), "sessions drained; releasing the VIPs");
+        ha.shutdown().await;
+        health.shutdown().await;
+        if let Some(admin) = admin {
+            admin.shutdown();
+        }
+        join(dataplane).await;
+        tracing::info!(took = ?started.elapsed(), "stopped");
     }
 }
 
@@ -304,9 +490,7 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// The signals `run` obeys. Installed before the first listener opens: a SIGHUP or
-/// SIGTERM that arrives once clients can connect must never hit the default action
-/// (terminate without draining).
+/// The signals `run` obeys.
 struct Signals {
     hangup: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
@@ -325,79 +509,32 @@ impl Signals {
             interrupt: install(SignalKind::interrupt(), "SIGINT")?,
         })
     }
-}
 
-/// Serves until SIGTERM or SIGINT, reloading on SIGHUP and on file change.
-async fn serve_until_stopped(
-    args: &RunArgs,
-    signals: Signals,
-    mut plan: Plan,
-    dataplane: &Dataplane,
-    control: &ControlPlane,
-) -> Result<(), RunError> {
-    let Signals {
-        mut hangup,
-        mut terminate,
-        mut interrupt,
-    } = signals;
-    let watching = !args.watch_interval.is_zero();
-    let mut ticker = tokio::time::interval(if watching {
-        args.watch_interval
-    } else {
-        Duration::from_secs(3600)
-    });
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_stamp = stamp(&args.config);
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
-            _ = interrupt.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
-            _ = hangup.recv() => {
-                tracing::info!(config = %args.config.display(), "SIGHUP received: reloading");
-                last_stamp = stamp(&args.config);
-                reload(&args.config, &mut plan, dataplane, control);
-            }
-            _ = ticker.tick(), if watching => {
-                let now = stamp(&args.config);
-                if now != last_stamp {
-                    last_stamp = now;
-                    tracing::info!(config = %args.config.display(), "config file changed: reloading");
-                    reload(&args.config, &mut plan, dataplane, control);
+    /// SIGHUP → a reload request; SIGTERM/SIGINT → the stop (once).
+    async fn forward(mut self, reloads: mpsc::UnboundedSender<()>, stop: oneshot::Sender<()>) {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = self.interrupt.recv() => { tracing::info!("SIGINT received"); break; }
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP received");
+                    if reloads.send(()).is_err() {
+                        return;
+                    }
                 }
             }
         }
-    }
-}
-
-/// Builds and validates the new plan first; only a valid one replaces the running one.
-fn reload(path: &Path, plan: &mut Plan, dataplane: &Dataplane, control: &ControlPlane) {
-    let loaded = match config::load(path, Mode::Run) {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            for diagnostic in err.diagnostics() {
-                tracing::error!("{diagnostic}");
+        // `serve` may already be stopping on its own; nothing else to tell it.
+        let _ = stop.send(());
+        // Later signals must not hit the default action while the drain runs.
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => tracing::info!("SIGTERM received again: still draining"),
+                _ = self.interrupt.recv() => tracing::info!("SIGINT received again: still draining"),
+                _ = self.hangup.recv() => tracing::info!("SIGHUP ignored while stopping"),
             }
-            if err.diagnostics().is_empty() {
-                tracing::error!("{err}");
-            }
-            tracing::error!(config = %path.display(), "reload rejected; still serving the previous configuration");
-            return;
         }
-    };
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
     }
-    if loaded.plan == *plan {
-        tracing::info!("configuration unchanged");
-        return;
-    }
-    if let Err(err) = dataplane.apply_plan(&loaded.plan) {
-        tracing::error!(%err, "reload rejected by the data plane; still serving the previous configuration");
-        return;
-    }
-    control.apply_plan(&loaded.plan);
-    *plan = loaded.plan;
-    tracing::info!("configuration reloaded");
 }
 
 #[cfg(test)]

@@ -608,7 +608,7 @@ fn kubectl_and_the_kube_lease_store_read_each_others_writes() {
             .await
             .expect("create");
         store
-            .update(&created, Some("lb1"), Duration::from_secs(2))
+            .update(&created, Some("lb1"), Duration::from_secs(2), None)
             .await
             .expect("renew")
     });

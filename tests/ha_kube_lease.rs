@@ -87,7 +87,7 @@ async fn renew_advances_the_version_and_keeps_acquire_time_and_transitions() {
     let acquired = stored_spec(&api)["acquireTime"].clone();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let renewed = s
-        .update(&first, Some("lb1"), TWO_SECONDS)
+        .update(&first, Some("lb1"), TWO_SECONDS, None)
         .await
         .expect("renew");
     assert_ne!(
@@ -107,11 +107,11 @@ async fn update_with_a_stale_version_is_a_conflict() {
     let mut holder = store(vec![cfg.clone()]);
     let first = holder.create("lb1", TWO_SECONDS).await.expect("create");
     holder
-        .update(&first, Some("lb1"), TWO_SECONDS)
+        .update(&first, Some("lb1"), TWO_SECONDS, None)
         .await
         .expect("renew");
     let mut rival = store(vec![cfg]);
-    let err = rival.update(&first, Some("lb2"), TWO_SECONDS).await;
+    let err = rival.update(&first, Some("lb2"), TWO_SECONDS, None).await;
     assert!(
         matches!(err, Err(LeaseError::Conflict)),
         "stale takeover: {err:?}"
@@ -130,7 +130,7 @@ async fn release_empties_the_holder_and_takeover_counts_a_transition() {
     let mut lb1 = store(vec![cfg.clone()]);
     let first = lb1.create("lb1", TWO_SECONDS).await.expect("create");
     let released = lb1
-        .update(&first, None, Duration::from_secs(1))
+        .update(&first, None, Duration::from_secs(1), None)
         .await
         .expect("release");
     assert_eq!(released.holder, None);
@@ -140,7 +140,7 @@ async fn release_empties_the_holder_and_takeover_counts_a_transition() {
     let seen = lb2.get().await.expect("get").expect("lease exists");
     assert_eq!(seen.holder, None, "a released lease reads as unheld");
     let taken = lb2
-        .update(&seen, Some("lb2"), TWO_SECONDS)
+        .update(&seen, Some("lb2"), TWO_SECONDS, None)
         .await
         .expect("takeover");
     assert_eq!(taken.holder.as_deref(), Some("lb2"));
@@ -156,7 +156,7 @@ async fn a_conflict_storm_is_returned_as_conflict_without_switching_kubeconfig()
     let rec = s.create("lb1", TWO_SECONDS).await.expect("create");
     api.faults(0).conflict_next_writes(3);
     for _ in 0..3 {
-        let err = s.update(&rec, Some("lb1"), TWO_SECONDS).await;
+        let err = s.update(&rec, Some("lb1"), TWO_SECONDS, None).await;
         assert!(
             matches!(err, Err(LeaseError::Conflict)),
             "during the storm: {err:?}"
@@ -167,7 +167,7 @@ async fn a_conflict_storm_is_returned_as_conflict_without_switching_kubeconfig()
         a.display().to_string(),
         "a 409 is an answer, not an outage"
     );
-    s.update(&rec, Some("lb1"), TWO_SECONDS)
+    s.update(&rec, Some("lb1"), TWO_SECONDS, None)
         .await
         .expect("after the storm");
 }
@@ -209,7 +209,7 @@ async fn returns_to_the_first_kubeconfig_when_it_works_again() {
     let mut rec = s.create("lb1", TWO_SECONDS).await.expect("create");
     api.faults(0).set_down(true);
     rec = s
-        .update(&rec, Some("lb1"), TWO_SECONDS)
+        .update(&rec, Some("lb1"), TWO_SECONDS, None)
         .await
         .expect("renew via the second");
     assert_eq!(s.endpoint(), b.display().to_string());
@@ -222,12 +222,12 @@ async fn returns_to_the_first_kubeconfig_when_it_works_again() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         rec = s
-            .update(&rec, Some("lb1"), TWO_SECONDS)
+            .update(&rec, Some("lb1"), TWO_SECONDS, None)
             .await
             .expect("renew");
     }
     let before = api.endpoint(0).requests();
-    s.update(&rec, Some("lb1"), TWO_SECONDS)
+    s.update(&rec, Some("lb1"), TWO_SECONDS, None)
         .await
         .expect("renew on the first");
     assert!(

@@ -11,8 +11,9 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use alive_proxy::config::diff::PlanDiff;
 use alive_proxy::config::plan::{AdminPlan, DEFAULT_ADMIN_SOCKET, Instance, LockPlan, Plan};
-use alive_proxy::ha::HaSupervisor;
+use alive_proxy::ha::{HaOptions, HaSupervisor};
 use alive_proxy::stats::StatsRegistry;
 use support::netns::{Host, Lab};
 
@@ -89,8 +90,13 @@ fn reload_removes_dropped_vips_adds_new_ones_and_shutdown_removes_all() {
             instance("vip-a", "192.0.2.100"),
             instance("vip-b", "2001:db8::100"),
         ]);
-        let mut ha = HaSupervisor::spawn(&first, "lb1".into(), registry.control())
-            .expect("HaSupervisor starts");
+        let mut ha = HaSupervisor::spawn(
+            &first,
+            "lb1".into(),
+            registry.control(),
+            HaOptions::default(),
+        )
+        .expect("HaSupervisor starts");
         wait_for("both VIPs", &host, |a| {
             a.iter().any(|x| x == "192.0.2.100") && a.iter().any(|x| x == "2001:db8::100")
         })
@@ -100,7 +106,7 @@ fn reload_removes_dropped_vips_adds_new_ones_and_shutdown_removes_all() {
             instance("vip-b", "2001:db8::100"),
             instance("vip-c", "192.0.2.101"),
         ]);
-        ha.apply_plan(&second).await;
+        ha.apply(&second, &PlanDiff::between(&first, &second)).await;
         wait_for("vip-a gone, vip-c added, vip-b kept", &host, |a| {
             !a.iter().any(|x| x == "192.0.2.100")
                 && a.iter().any(|x| x == "192.0.2.101")

@@ -68,6 +68,7 @@ fn populated_registry() -> Arc<StatsRegistry> {
                 error: None,
             }],
             last_error: None,
+            removal_pending: false,
         },
     );
     let worker = registry.worker(0);

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod diff;
 pub mod keepalived;
 pub mod plan;
 pub mod raw;

@@ -125,20 +125,55 @@ fn listen_addrs(plan: &Plan) -> BTreeSet<SocketAddr> {
         .collect()
 }
 
-/// Binds `count` SO_REUSEPORT sockets per address; on failure nothing stays bound.
+/// Listening sockets bound by the caller (tests bind port 0 first; no free-port races),
+/// used instead of binding their addresses. Every worker accepts on a duplicate of one.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    listeners: std::collections::HashMap<SocketAddr, std::net::TcpListener>,
+}
+
+impl Prebound {
+    /// Adds `listener` for the address it is bound to.
+    pub fn add(&mut self, listener: std::net::TcpListener) -> std::io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        self.listeners.insert(addr, listener);
+        Ok(addr)
+    }
+}
+
+type PerWorker = Vec<Vec<(SocketAddr, std::net::TcpListener)>>;
+
+/// Binds `count` SO_REUSEPORT sockets per address (or duplicates a pre-bound one); on
+/// failure nothing stays bound.
 fn bind_all(
     addrs: &BTreeSet<SocketAddr>,
     count: usize,
-) -> Result<Vec<Vec<(SocketAddr, std::net::TcpListener)>>, DataplaneError> {
+    prebound: &mut Prebound,
+) -> Result<PerWorker, DataplaneError> {
     let mut per_worker: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
     for &addr in addrs {
-        let group = listener::bind_group(addr, count)
-            .map_err(|source| DataplaneError::Listen { addr, source })?;
+        let group = match prebound.listeners.remove(&addr) {
+            Some(listener) => (0..count)
+                .map(|_| listener.try_clone())
+                .collect::<Result<Vec<_>, _>>(),
+            None => listener::bind_group(addr, count),
+        }
+        .map_err(|source| DataplaneError::Listen { addr, source })?;
         for (slot, socket) in per_worker.iter_mut().zip(group) {
             slot.push((addr, socket));
         }
     }
     Ok(per_worker)
+}
+
+/// A reload's listeners, bound and not yet serving: [`Dataplane::prepare_plan`] makes it,
+/// [`Dataplane::commit_plan`] puts it to work; dropping it unbinds everything.
+#[derive(Debug)]
+pub struct PreparedListeners {
+    per_worker: PerWorker,
+    added: BTreeSet<SocketAddr>,
+    removed: Vec<SocketAddr>,
+    wanted: BTreeSet<SocketAddr>,
 }
 
 impl Dataplane {
@@ -147,6 +182,17 @@ impl Dataplane {
         options: DataplaneOptions,
         stats: Arc<StatsRegistry>,
         passive: tokio::sync::mpsc::UnboundedSender<PassiveEvent>,
+    ) -> Result<Dataplane, DataplaneError> {
+        Dataplane::start_with(plan, options, stats, passive, Prebound::default())
+    }
+
+    /// [`Dataplane::start`] with some listeners bound by the caller.
+    pub fn start_with(
+        plan: &Plan,
+        options: DataplaneOptions,
+        stats: Arc<StatsRegistry>,
+        passive: tokio::sync::mpsc::UnboundedSender<PassiveEvent>,
+        mut prebound: Prebound,
     ) -> Result<Dataplane, DataplaneError> {
         let (driver, fallback_reason) = driver::resolve(options.driver)?;
         if let Some(why) = fallback_reason {
@@ -160,7 +206,7 @@ impl Dataplane {
         };
         let routing = Arc::new(Routing::new(plan));
         let addrs = listen_addrs(plan);
-        let listeners = bind_all(&addrs, count)?;
+        let listeners = bind_all(&addrs, count, &mut prebound)?;
         let live = Arc::new(AtomicUsize::new(0));
         let relay = RelayOptions {
             splice_after: options.splice_after,
@@ -243,20 +289,39 @@ impl Dataplane {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Reload: binds listeners for new VIP:ports first (so a bind failure changes nothing),
-    /// publishes the new snapshot, then tells workers to add/remove listeners. Live sessions
-    /// are untouched, including those of removed services.
+    /// Reload: [`Dataplane::prepare_plan`] then [`Dataplane::commit_plan`].
     pub fn apply_plan(&self, plan: &Plan) -> Result<(), DataplaneError> {
-        let mut listening = match self.listening.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let prepared = self.prepare_plan(plan)?;
+        self.commit_plan(plan, prepared);
+        Ok(())
+    }
+
+    /// Reload, phase 1: binds listeners for new VIP:ports. A bind failure changes nothing.
+    pub fn prepare_plan(&self, plan: &Plan) -> Result<PreparedListeners, DataplaneError> {
+        let listening = self.listening();
         let wanted = listen_addrs(plan);
         let added: BTreeSet<SocketAddr> = wanted.difference(&listening).copied().collect();
         let removed: Vec<SocketAddr> = listening.difference(&wanted).copied().collect();
-        let new_listeners = bind_all(&added, self.workers.len())?;
+        let per_worker = bind_all(&added, self.workers.len(), &mut Prebound::default())?;
+        Ok(PreparedListeners {
+            per_worker,
+            added,
+            removed,
+            wanted,
+        })
+    }
+
+    /// Reload, phase 2: publishes the new routing snapshot, then tells workers to add and
+    /// remove listeners. Live sessions are untouched, including those of removed services.
+    pub fn commit_plan(&self, plan: &Plan, prepared: PreparedListeners) {
+        let PreparedListeners {
+            per_worker,
+            added,
+            removed,
+            wanted,
+        } = prepared;
         self.routing.apply_plan(plan);
-        for (worker, sockets) in self.workers.iter().zip(new_listeners) {
+        for (worker, sockets) in self.workers.iter().zip(per_worker) {
             for (addr, listener) in sockets {
                 self.send(worker, WorkerCommand::AddListener { addr, listener });
             }
@@ -265,8 +330,13 @@ impl Dataplane {
             }
         }
         tracing::info!(added = ?added, removed = ?removed, "data plane reloaded");
-        *listening = wanted;
-        Ok(())
+        *self.listening() = wanted;
+    }
+
+    fn listening(&self) -> std::sync::MutexGuard<'_, BTreeSet<SocketAddr>> {
+        self.listening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn send(&self, worker: &WorkerHandle, command: WorkerCommand) {
@@ -282,26 +352,41 @@ impl Dataplane {
     }
 
     /// Graceful stop: close listeners, let sessions finish for up to `drain`, reset what is
-    /// left, then end the worker threads.
+    /// left, then end the worker threads. Blocks the calling thread.
     pub fn shutdown(mut self, drain: Duration) {
-        self.broadcast(|| WorkerCommand::StopAccepting);
+        self.stop_accepting();
         let deadline = Instant::now() + drain;
         while self.live_sessions() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         let left = self.live_sessions();
         if left > 0 {
-            tracing::warn!(
-                sessions = left,
-                ?drain,
-                "drain timeout; resetting remaining sessions"
-            );
-            self.broadcast(|| WorkerCommand::CloseAllSessions);
+            self.reset_sessions(drain);
             let deadline = Instant::now() + Duration::from_secs(1);
             while self.live_sessions() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+        self.join_workers();
+    }
+
+    /// Graceful stop, step 1: every listener closes; live sessions continue.
+    pub fn stop_accepting(&self) {
+        self.broadcast(|| WorkerCommand::StopAccepting);
+    }
+
+    /// Graceful stop, step 2, when the drain timeout passed: resets every live session.
+    pub fn reset_sessions(&self, drain: Duration) {
+        tracing::warn!(
+            sessions = self.live_sessions(),
+            ?drain,
+            "drain timeout; resetting remaining sessions"
+        );
+        self.broadcast(|| WorkerCommand::CloseAllSessions);
+    }
+
+    /// Ends the worker threads (after the drain) and waits for them.
+    pub fn join(mut self) {
         self.join_workers();
     }
 

@@ -18,11 +18,12 @@
 //! the VIP leaves this host — the driver calls it before removing the address.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+
+use super::status::{Alarm, HaFailure};
 
 mod frames;
 mod raw;
@@ -84,11 +85,11 @@ pub struct Announcer {
 
 impl Announcer {
     /// Opens the sockets (so a missing capability shows at once) and starts announcing.
-    /// `conflicts` counts announcements for the VIP from other MACs.
+    /// Announcements for the VIP from other MACs and failed sends are raised on `alarm`.
     pub fn start(
         target: Target,
         options: AnnounceOptions,
-        conflicts: Arc<AtomicU64>,
+        alarm: Alarm,
     ) -> Result<Announcer, AnnounceError> {
         let open_error = |what, source| AnnounceError {
             what,
@@ -107,7 +108,7 @@ impl Announcer {
             },
         };
         let gate = Arc::new(Mutex::new(true));
-        let task = tokio::spawn(run(target, options, sockets, gate.clone(), conflicts));
+        let task = tokio::spawn(run(target, options, sockets, gate.clone(), alarm));
         Ok(Announcer { gate, task })
     }
 
@@ -130,25 +131,32 @@ async fn run(
     options: AnnounceOptions,
     sockets: Sockets,
     gate: Arc<Mutex<bool>>,
-    conflicts: Arc<AtomicU64>,
+    alarm: Alarm,
 ) {
     let announce = async {
-        burst(&target, &sockets, &gate, options.repeat, false);
+        burst(&target, &sockets, &gate, &alarm, options.repeat, false);
         tokio::time::sleep(options.second_burst_after).await;
-        burst(&target, &sockets, &gate, options.repeat, false);
+        burst(&target, &sockets, &gate, &alarm, options.repeat, false);
         let Some(period) = options.refresh else {
             return std::future::pending().await;
         };
         loop {
             tokio::time::sleep(period).await;
-            burst(&target, &sockets, &gate, 1, true);
+            burst(&target, &sockets, &gate, &alarm, 1, true);
         }
     };
-    tokio::join!(announce, watch(&target, &sockets, &conflicts));
+    tokio::join!(announce, watch(&target, &sockets, &alarm));
 }
 
 /// Sends `count` announcements (and with `probe`, an ARP probe) unless the gate is closed.
-fn burst(target: &Target, sockets: &Sockets, gate: &Mutex<bool>, count: u32, probe: bool) {
+fn burst(
+    target: &Target,
+    sockets: &Sockets,
+    gate: &Mutex<bool>,
+    alarm: &Alarm,
+    count: u32,
+    probe: bool,
+) {
     let open = gate.lock().unwrap_or_else(PoisonError::into_inner);
     if !*open {
         return;
@@ -178,6 +186,7 @@ fn burst(target: &Target, sockets: &Sockets, gate: &Mutex<bool>, count: u32, pro
     }
     drop(open);
     if let Some(e) = failures.first() {
+        alarm.raise(HaFailure::Announce);
         tracing::warn!(
             instance = %target.instance, vip = %target.vip, interface = %target.interface,
             failed = failures.len(), "announcing the VIP failed: {e}"
@@ -188,8 +197,9 @@ fn burst(target: &Target, sockets: &Sockets, gate: &Mutex<bool>, count: u32, pro
 }
 
 /// Reads ARP frames / NAs and counts claims on the VIP from other MACs.
-async fn watch(target: &Target, sockets: &Sockets, conflicts: &AtomicU64) {
+async fn watch(target: &Target, sockets: &Sockets, alarm: &Alarm) {
     let mut buf = [0u8; 1600];
+    let mut total = 0u64;
     loop {
         let claimant = match (sockets, target.vip) {
             (Sockets::V4(socket), IpAddr::V4(vip)) => match socket.recv(&mut buf).await {
@@ -217,7 +227,8 @@ async fn watch(target: &Target, sockets: &Sockets, conflicts: &AtomicU64) {
             _ => return,
         };
         if let Some(mac) = claimant {
-            let total = conflicts.fetch_add(1, Ordering::Relaxed) + 1;
+            total += 1;
+            alarm.raise(HaFailure::Conflict);
             tracing::error!(
                 instance = %target.instance, vip = %target.vip, other_mac = %format_mac(&mac),
                 our_mac = %format_mac(&target.mac), total,

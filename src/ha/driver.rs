@@ -1,170 +1,288 @@
-//! The tokio shells around [`super::ownership::Ownership`]: one task per VIP instance runs
-//! the state machine against a [`LeaseStore`], bounds every store call by the deadline the
-//! state machine gives, and carries out its decisions on the VIP. No decision is made here.
+//! The tokio shells around the ownership decisions: one task per VIP instance runs the lease
+//! state machine against a [`LeaseStore`] (or holds the VIP unconditionally when no lock is
+//! configured), bounds every store call by the deadline the state machine gives, carries
+//! its decisions out on the VIP, and obeys the supervisor's [`InstanceCommand`]s. No
+//! ownership decision is made here.
+//!
+//! # Planned handover, as this task runs it
+//! On `Stop` with a drain deadline, a holder parks the VIP on `lo` (its sessions go on, the
+//! link no longer hears from it), releases the lease with a [`HandoverNote`] naming its own
+//! address, watches the lease until the next holder has it (or a bound passes: nobody may
+//! come), reports "handed over", then waits for `FinishDrain` or the drain deadline before
+//! removing the parked VIP. The next holder forwards the parked sessions' packets to it
+//! ([`super::forward`]). In single-host mode nobody takes over: the VIP stays where it is
+//! until the drain ends.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
 
+use super::forward::{Forwarder, Forwarding};
 use super::keeper::VipKeeper;
-use super::lease::{LeaseError, LeaseStore};
-use super::online::kubeconfig::check_and_warn;
-use super::ownership::{Decision, Outcome, Ownership, Purpose, Role, StepDownReason};
-use crate::stats::control::{CertExpiry, ControlState, VipRole, VipView};
+use super::lease::{HandoverNote, LeaseError, LeaseStore};
+use super::ownership::{Decision, Forward, Outcome, Ownership, Purpose, Role, StepDownReason};
+use super::status::{Alarm, HaFailure, Report, StatusReporter, VipRole};
+use super::timing::Timing;
+use super::vip::VipOps;
+use crate::config::plan::Instance;
 
-/// How often kubeconfig client certificates are re-read for their expiry (and warned
-/// about): a rotated certificate shows up within this.
-const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often a removal that keeps failing at stop is tried, and for how long at most.
+const STOP_REMOVE_RETRY: Duration = Duration::from_millis(100);
+const STOP_REMOVE_ATTEMPTS: u32 = 30;
 
-/// Publishes an instance's ownership to the stats control state (admin socket, /metrics).
-pub struct StatusReporter {
-    instance: String,
-    control: Arc<ControlState>,
-    role: VipRole,
-    since: SystemTime,
-    transitions: u64,
-    last: Option<VipView>,
-    certificates: Option<CertificateWatch>,
+/// What the supervisor tells a running instance task.
+#[derive(Debug)]
+pub enum InstanceCommand {
+    /// Reload with the same VIP, interface and lock identity: new timing, kubeconfigs,
+    /// endpoints or peers, applied in place (the VIP stays where it is). `done` fires once
+    /// applied.
+    Retune {
+        instance: Box<Instance>,
+        done: oneshot::Sender<()>,
+    },
+    /// Let go of the VIP and end. `drain_until`: as a planned handover, keeping this host's
+    /// sessions alive until then (or until `FinishDrain`). `handed_over` fires once the
+    /// lease is released and, with `await_next_holder`, once another host holds it (or a
+    /// bound passed: with no peer alive nobody comes); it carries whether the VIP was parked
+    /// here for draining sessions while the link moved to another host.
+    Stop {
+        drain_until: Option<Instant>,
+        await_next_holder: bool,
+        handed_over: oneshot::Sender<bool>,
+    },
+    /// The sessions have drained: remove a parked VIP now.
+    FinishDrain,
 }
 
-/// The kube lock's kubeconfigs, whose client certificate expiry goes into the status.
-struct CertificateWatch {
-    kubeconfigs: Vec<PathBuf>,
-    next_check: Instant,
-    expiry: Vec<CertExpiry>,
+/// Everything an instance task works with, besides its lock.
+pub struct InstanceTask<V: VipOps> {
+    pub instance: Instance,
+    pub keeper: VipKeeper<V>,
+    pub status: StatusReporter,
+    pub forwarder: Arc<Forwarder>,
+    pub commands: mpsc::UnboundedReceiver<InstanceCommand>,
 }
 
-impl StatusReporter {
-    pub fn new(instance: String, control: Arc<ControlState>) -> StatusReporter {
-        StatusReporter {
-            instance,
-            control,
-            role: VipRole::Init,
-            since: SystemTime::now(),
-            transitions: 0,
-            last: None,
-            certificates: None,
+/// A stop in progress.
+struct Stopping {
+    drain_until: Option<Instant>,
+    await_next_holder: bool,
+    handed_over: Option<oneshot::Sender<bool>>,
+    /// Give up on a VIP that cannot be removed after this.
+    give_up_at: Instant,
+}
+
+impl Stopping {
+    fn from(command: Option<InstanceCommand>, now: Instant, bound: Duration) -> Option<Stopping> {
+        match command {
+            Some(InstanceCommand::Stop {
+                drain_until,
+                await_next_holder,
+                handed_over,
+            }) => Some(Stopping {
+                drain_until,
+                await_next_holder,
+                handed_over: Some(handed_over),
+                give_up_at: now + bound,
+            }),
+            // The supervisor is gone: stop as plainly as possible.
+            None => Some(Stopping {
+                drain_until: None,
+                await_next_holder: false,
+                handed_over: None,
+                give_up_at: now + bound,
+            }),
+            Some(_) => None,
         }
     }
 
-    /// Report (and warn about) the expiry of these kubeconfigs' client certificates, read
-    /// now and every [`CERT_CHECK_INTERVAL`].
-    pub fn watch_certificates(&mut self, kubeconfigs: Vec<PathBuf>) {
-        self.certificates = Some(CertificateWatch {
-            kubeconfigs,
-            next_check: Instant::now(),
-            expiry: Vec::new(),
-        });
+    fn handed_over(&mut self, parked: bool) {
+        if let Some(tx) = self.handed_over.take() {
+            // The supervisor may have stopped waiting; nothing else to tell.
+            let _ = tx.send(parked);
+        }
     }
+}
 
-    fn cert_expiry(&mut self) -> Vec<CertExpiry> {
-        let Some(watch) = &mut self.certificates else {
-            return Vec::new();
-        };
-        let now = Instant::now();
-        if now >= watch.next_check {
-            watch.expiry = check_and_warn(&self.instance, &watch.kubeconfigs, SystemTime::now());
-            watch.next_check = now + CERT_CHECK_INTERVAL;
+/// Waits until `until` or a `FinishDrain` (or the supervisor going away).
+async fn wait_for_drain(commands: &mut mpsc::UnboundedReceiver<InstanceCommand>, until: Instant) {
+    let deadline = tokio::time::sleep_until(until.into());
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return,
+            command = commands.recv() => match command {
+                Some(InstanceCommand::FinishDrain) | None => return,
+                Some(_) => {}
+            },
         }
-        watch.expiry.clone()
     }
+}
 
-    pub fn publish(
-        &mut self,
-        role: VipRole,
-        holder: Option<String>,
-        endpoint: Option<String>,
-        last_error: Option<String>,
-    ) {
-        if role != self.role {
-            self.role = role;
-            self.since = SystemTime::now();
-            self.transitions += 1;
+/// Removes the VIP, retrying a failure for a bounded time.
+async fn remove_at_stop<V: VipOps>(name: &str, keeper: &mut VipKeeper<V>) {
+    for attempt in 1..=STOP_REMOVE_ATTEMPTS {
+        if keeper.step_down().await {
+            return;
         }
-        let view = VipView {
-            holder,
-            role,
-            since: self.since,
-            transitions: self.transitions,
-            lock_endpoint: endpoint,
-            cert_expiry: self.cert_expiry(),
-            last_error,
-        };
-        if self.last.as_ref() != Some(&view) {
-            self.control.vip_state(&self.instance, view.clone());
-            self.last = Some(view);
+        if attempt == STOP_REMOVE_ATTEMPTS {
+            tracing::error!(
+                instance = name,
+                "giving up: the VIP could not be removed and may still be on its interface"
+            );
         }
+        tokio::time::sleep(STOP_REMOVE_RETRY).await;
+    }
+}
+
+async fn unpark_at_stop<V: VipOps>(name: &str, keeper: &mut VipKeeper<V>) {
+    for attempt in 1..=STOP_REMOVE_ATTEMPTS {
+        if keeper.unpark().await {
+            return;
+        }
+        if attempt == STOP_REMOVE_ATTEMPTS {
+            tracing::error!(
+                instance = name,
+                "giving up: the parked VIP could not be removed from lo"
+            );
+        }
+        tokio::time::sleep(STOP_REMOVE_RETRY).await;
     }
 }
 
 /// Single-host mode: hold the VIP for as long as the task runs.
-pub async fn run_unlocked(
-    identity: String,
-    mut keeper: VipKeeper,
-    mut status: StatusReporter,
-    check_every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_unlocked<V: VipOps>(identity: String, task: InstanceTask<V>) {
+    let InstanceTask {
+        mut instance,
+        mut keeper,
+        mut status,
+        commands: mut rx,
+        ..
+    } = task;
+    let name = instance.name.clone();
     // Without a lock there is nobody to hand over to: keep retrying the address.
     let mut healthy = keeper.take_over().await;
-    status.publish(VipRole::Master, Some(identity.clone()), None, None);
-    loop {
+    let report = |healthy: bool| Report {
+        holder: Some(identity.clone()),
+        last_error: (!healthy).then(|| "cannot add the VIP".to_owned()),
+        ..Report::default()
+    };
+    status.publish(VipRole::Master, report(healthy));
+    let stopping = loop {
         tokio::select! {
-            () = tokio::time::sleep(check_every) => {
+            () = tokio::time::sleep(instance.check_interval) => {
                 healthy = if healthy { keeper.ensure().await } else { keeper.take_over().await };
-                let error = (!healthy).then(|| "cannot add the VIP".to_owned());
                 let role = if healthy { VipRole::Master } else { VipRole::Fault };
-                status.publish(role, Some(identity.clone()), None, error);
+                status.publish(role, report(healthy));
             }
-            _ = stop.changed() => break,
+            command = rx.recv() => match command {
+                Some(InstanceCommand::Retune { instance: new, done }) => {
+                    instance = *new;
+                    let _ = done.send(());
+                }
+                Some(InstanceCommand::FinishDrain) => {}
+                other => {
+                    if let Some(stopping) = Stopping::from(other, Instant::now(), Duration::ZERO) {
+                        break stopping;
+                    }
+                }
+            },
         }
+    };
+    let mut stopping = stopping;
+    stopping.handed_over(false);
+    if let Some(until) = stopping.drain_until {
+        tracing::info!(instance = %name, "single host: keeping the VIP while sessions drain");
+        wait_for_drain(&mut rx, until).await;
     }
-    keeper.step_down().await;
-    status.publish(VipRole::Backup, None, None, None);
+    remove_at_stop(&name, &mut keeper).await;
+    status.publish(VipRole::Backup, Report::default());
 }
 
 /// Lease mode: ownership decided by `fsm` against `store`.
-pub async fn run_leased<S: LeaseStore>(
-    instance: String,
+pub async fn run_leased<S: LeaseStore, V: VipOps>(
+    task: InstanceTask<V>,
     mut fsm: Ownership,
     mut store: S,
-    mut keeper: VipKeeper,
-    mut status: StatusReporter,
-    mut stop: watch::Receiver<bool>,
 ) {
+    let InstanceTask {
+        instance,
+        mut keeper,
+        mut status,
+        forwarder,
+        mut commands,
+    } = task;
+    let name = instance.name.clone();
+    let alarm = status.alarm();
     keeper.remove_stale().await;
-    let mut stopping = false;
+    let mut stopping: Option<Stopping> = None;
     let mut last_error: Option<String> = None;
     let mut seen_record = false;
     let mut last_holder: Option<String> = None;
     loop {
-        let decision = fsm.poll(Instant::now());
-        match decision {
+        let now = Instant::now();
+        if let Some(stop) = &stopping
+            && now >= stop.give_up_at
+        {
+            tracing::error!(
+                instance = %name,
+                "stopping took too long (the VIP cannot be removed?); ending without releasing the lease"
+            );
+            break;
+        }
+        match fsm.poll(now) {
             Decision::Wait(until) => {
                 let role = match fsm.role() {
                     Role::Holder => VipRole::Master,
-                    _ if last_error.is_some() => VipRole::Fault,
+                    _ if last_error.is_some() || fsm.removal_pending() => VipRole::Fault,
                     _ if seen_record => VipRole::Backup,
                     _ => VipRole::Init,
                 };
                 let holder = fsm.observed_holder().map(str::to_owned);
                 if holder != last_holder {
                     tracing::info!(
-                        instance,
+                        instance = %name,
                         holder = holder.as_deref().unwrap_or("(none)"),
                         transitions = fsm.transitions(),
                         "lease holder changed"
                     );
                     last_holder.clone_from(&holder);
                 }
-                status.publish(role, holder, Some(store.endpoint()), last_error.clone());
+                status.publish(
+                    role,
+                    Report {
+                        holder,
+                        endpoint: Some(store.endpoint()),
+                        last_error: last_error.clone(),
+                        removal_pending: fsm.removal_pending(),
+                    },
+                );
+                let until = stopping.as_ref().map_or(until, |s| until.min(s.give_up_at));
                 tokio::select! {
                     () = tokio::time::sleep_until(until.into()) => {}
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        fsm.stop();
+                    command = commands.recv(), if stopping.is_none() => {
+                        let bound = stop_bound(&fsm.timing());
+                        match command {
+                            Some(InstanceCommand::Retune { instance: new, done }) => {
+                                retune(&mut fsm, &mut store, &mut status, &new);
+                                // The supervisor may have stopped waiting.
+                                let _ = done.send(());
+                            }
+                            Some(InstanceCommand::FinishDrain) => {}
+                            other => {
+                                stopping = Stopping::from(other, Instant::now(), bound);
+                                if let Some(stop) = &stopping {
+                                    let note = match stop.drain_until {
+                                        Some(until) if fsm.role() == Role::Holder => {
+                                            handover_note(&name, &keeper, until).await
+                                        }
+                                        _ => None,
+                                    };
+                                    fsm.stop_with(Instant::now(), note);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -172,7 +290,8 @@ pub async fn run_leased<S: LeaseStore>(
                 let result = bounded(deadline, store.get()).await;
                 seen_record |= result.is_ok();
                 let (outcome, error) = classify(
-                    &instance,
+                    &alarm,
+                    HaFailure::LeaseRead,
                     "reading the lease",
                     &store,
                     result,
@@ -184,7 +303,8 @@ pub async fn run_leased<S: LeaseStore>(
             Decision::Create { duration, deadline } => {
                 let result = bounded(deadline, store.create(fsm.identity(), duration)).await;
                 let (outcome, error) = classify(
-                    &instance,
+                    &alarm,
+                    HaFailure::LeaseWrite,
                     "creating the lease",
                     &store,
                     result,
@@ -198,6 +318,7 @@ pub async fn run_leased<S: LeaseStore>(
                 prev,
                 holder,
                 duration,
+                handover,
                 deadline,
             } => {
                 let what = match purpose {
@@ -207,54 +328,229 @@ pub async fn run_leased<S: LeaseStore>(
                 };
                 if purpose == Purpose::Acquire {
                     tracing::info!(
-                        instance, previous_holder = ?prev.holder, version = %prev.version,
+                        instance = %name, previous_holder = ?prev.holder, version = %prev.version,
                         "lease free or expired; taking it over"
                     );
                 }
-                let result =
-                    bounded(deadline, store.update(&prev, holder.as_deref(), duration)).await;
-                let (outcome, error) = classify(&instance, what, &store, result, Outcome::Wrote);
+                let result = bounded(
+                    deadline,
+                    store.update(&prev, holder.as_deref(), duration, handover),
+                )
+                .await;
+                let (outcome, error) = classify(
+                    &alarm,
+                    HaFailure::LeaseWrite,
+                    what,
+                    &store,
+                    result,
+                    Outcome::Wrote,
+                );
                 last_error = error;
                 let renewed = purpose == Purpose::Renew && matches!(outcome, Outcome::Wrote(_));
                 if purpose == Purpose::Release && matches!(outcome, Outcome::Wrote(_)) {
-                    tracing::info!(instance, "lease released");
+                    tracing::info!(instance = %name, handover = ?handover, "lease released");
                 }
                 fsm.complete(Instant::now(), outcome);
                 if renewed && fsm.role() == Role::Holder && !keeper.ensure().await {
-                    resign(&instance, &mut fsm, &mut last_error);
+                    resign(&name, &mut fsm, &mut last_error);
                 }
             }
-            Decision::TakeOver => {
-                tracing::info!(instance, identity = fsm.identity(), "lease acquired");
+            Decision::TakeOver { forward } => {
+                tracing::info!(instance = %name, identity = fsm.identity(), "lease acquired");
+                // A note about another VIP (this instance's VIP changed on reload) is not ours.
+                if let Some(forward) = forward.filter(|f| f.vip == instance.vip) {
+                    start_forwarding(&forwarder, &alarm, &instance, forward).await;
+                }
                 if !keeper.take_over().await {
-                    resign(&instance, &mut fsm, &mut last_error);
+                    resign(&name, &mut fsm, &mut last_error);
                 }
             }
             Decision::StepDown(reason) => {
-                match reason {
-                    StepDownReason::DeadlineMissed => tracing::error!(
-                        instance,
-                        deadline = ?fsm.timing().renew_deadline,
-                        "could not renew the lease in time; removing the VIP before anyone may take it"
-                    ),
-                    StepDownReason::Lost => tracing::error!(
-                        instance, holder = ?fsm.observed_holder(),
-                        "the lease names another holder; removing the VIP"
-                    ),
-                    StepDownReason::Shutdown => {
-                        tracing::info!(instance, "shutting down: removing the VIP, then releasing")
-                    }
-                    StepDownReason::Resigned => tracing::error!(
-                        instance, hold_off = ?resign_hold_off(&fsm),
-                        "this host cannot serve the VIP; releasing the lease to a peer"
-                    ),
+                log_step_down(&name, &fsm, reason, &alarm);
+                if let Err(e) = forwarder.remove(&name).await {
+                    alarm.raise(HaFailure::Forward);
+                    tracing::error!(instance = %name, "ending the handover forwarding: {e}");
                 }
-                keeper.step_down().await;
+                let planned = reason == StepDownReason::Shutdown
+                    && stopping.as_ref().is_some_and(|s| s.drain_until.is_some());
+                let gone = if planned {
+                    let gone = keeper.park().await;
+                    if !keeper.is_parked() {
+                        // Nothing is left here to forward to.
+                        fsm.forget_handover_note();
+                    }
+                    gone
+                } else {
+                    keeper.step_down().await
+                };
+                fsm.vip_removed(Instant::now(), gone);
             }
             Decision::Stopped => break,
         }
     }
-    status.publish(VipRole::Backup, None, Some(store.endpoint()), last_error);
+    if let Some(mut stop) = stopping {
+        if keeper.is_parked() && stop.await_next_holder {
+            await_next_holder(&name, &mut store, fsm.identity(), &fsm.timing()).await;
+        }
+        stop.handed_over(keeper.is_parked());
+        if keeper.is_parked() {
+            if let Some(until) = stop.drain_until {
+                wait_for_drain(&mut commands, until).await;
+            }
+            unpark_at_stop(&name, &mut keeper).await;
+        }
+    }
+    status.publish(
+        VipRole::Backup,
+        Report {
+            endpoint: Some(store.endpoint()),
+            last_error,
+            ..Report::default()
+        },
+    );
+}
+
+/// How long a stop may take before the task gives up on a VIP it cannot remove.
+fn stop_bound(timing: &Timing) -> Duration {
+    (timing.lease_duration * 2).max(Duration::from_secs(5))
+}
+
+fn retune<S: LeaseStore>(
+    fsm: &mut Ownership,
+    store: &mut S,
+    status: &mut StatusReporter,
+    instance: &Instance,
+) {
+    let timing = Timing::from_checks(instance.check_interval, instance.check_timeout);
+    fsm.set_timing(timing);
+    store.retune(&instance.lock, &timing);
+    if let crate::config::plan::LockPlan::Kube(lock) = &instance.lock {
+        status.watch_certificates(lock.kubeconfigs.clone());
+    }
+    tracing::info!(
+        instance = %instance.name, renew = ?timing.renew_period, deadline = ?timing.renew_deadline,
+        lease = ?timing.lease_duration, endpoint = %store.endpoint(),
+        "ownership settings applied in place"
+    );
+}
+
+/// The note a planned release leaves: this host's address on the VIP's link, and the time
+/// left to drain. `None` (logged) when the address cannot be found: the handover then
+/// cuts this host's sessions like an unplanned one.
+async fn handover_note<V: VipOps>(
+    name: &str,
+    keeper: &VipKeeper<V>,
+    drain_until: Instant,
+) -> Option<HandoverNote> {
+    if keeper.vip().addr().is_loopback() {
+        return None;
+    }
+    let drain = drain_until.saturating_duration_since(Instant::now());
+    match keeper.vip().host_address().await {
+        Ok(Some(address)) => Some(HandoverNote {
+            vip: keeper.vip().addr(),
+            address,
+            drain,
+        }),
+        Ok(None) => {
+            tracing::warn!(
+                instance = name, interface = %keeper.vip().interface(),
+                "no address of the VIP's family on its interface: the next holder cannot \
+                 forward this host's sessions to it"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                instance = name,
+                "cannot read this host's address for the handover: {e}"
+            );
+            None
+        }
+    }
+}
+
+async fn start_forwarding(
+    forwarder: &Forwarder,
+    alarm: &Alarm,
+    instance: &Instance,
+    forward: Forward,
+) {
+    let forwarding = Forwarding {
+        vip: instance.vip,
+        to: forward.address,
+        interface: instance.interface.clone(),
+        until: forward.until.into(),
+    };
+    if let Err(e) = forwarder.install(&instance.name, forwarding).await {
+        alarm.raise(HaFailure::Forward);
+        tracing::error!(
+            instance = %instance.name,
+            "cannot forward the previous holder's sessions (they will be reset): {e}"
+        );
+    }
+}
+
+/// After a planned release: reads the lease until another host holds it, so new
+/// connections go on here until someone else serves them. Bounded: with no peer alive
+/// nobody comes.
+async fn await_next_holder<S: LeaseStore>(
+    name: &str,
+    store: &mut S,
+    identity: &str,
+    timing: &Timing,
+) {
+    let started = Instant::now();
+    let bound = timing.lease_duration + timing.poll_period * 2;
+    while started.elapsed() < bound {
+        let deadline = Instant::now() + timing.poll_period.max(Duration::from_millis(100));
+        match bounded(deadline, store.get()).await {
+            Ok(Some(record)) => {
+                if let Some(holder) = record.holder.filter(|h| h != identity) {
+                    tracing::info!(
+                        instance = name, next_holder = %holder, after = ?started.elapsed(),
+                        "handed over"
+                    );
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(instance = name, "watching for the next holder: {e}"),
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+    tracing::warn!(
+        instance = name, waited = ?bound,
+        "no other host took the lease; the VIP is unserved until one does"
+    );
+}
+
+fn log_step_down(name: &str, fsm: &Ownership, reason: StepDownReason, alarm: &Alarm) {
+    let retrying = fsm.removal_pending();
+    match reason {
+        StepDownReason::DeadlineMissed => {
+            if !retrying {
+                alarm.raise(HaFailure::DeadlineMissed);
+            }
+            tracing::error!(
+                instance = name, deadline = ?fsm.timing().renew_deadline, retrying,
+                "could not renew the lease in time; removing the VIP before anyone may take it"
+            )
+        }
+        StepDownReason::Lost => tracing::error!(
+            instance = name, holder = ?fsm.observed_holder(), retrying,
+            "the lease names another holder; removing the VIP"
+        ),
+        StepDownReason::Shutdown => tracing::info!(
+            instance = name,
+            retrying,
+            "stopping: the VIP goes first, then the lease"
+        ),
+        StepDownReason::Resigned => tracing::error!(
+            instance = name, hold_off = ?resign_hold_off(fsm), retrying,
+            "this host cannot serve the VIP; releasing the lease to a peer"
+        ),
+    }
 }
 
 /// A host that resigned stays out of the race this long: a healthy peer reads the
@@ -282,10 +578,12 @@ async fn bounded<T>(
     }
 }
 
-/// Turns a store result into what the state machine needs, logging failures; the second
-/// value is the error to show in the status (`None` on success and on a lost race).
+/// Turns a store result into what the state machine needs, logging and counting failures;
+/// the second value is the error to show in the status (`None` on success and on a lost
+/// race).
 fn classify<T, S: LeaseStore>(
-    instance: &str,
+    alarm: &Alarm,
+    failure: HaFailure,
     what: &str,
     store: &S,
     result: Result<T, LeaseError>,
@@ -294,93 +592,16 @@ fn classify<T, S: LeaseStore>(
     match result {
         Ok(value) => (ok(value), None),
         Err(LeaseError::Conflict) => {
-            tracing::info!(instance, "{what}: someone else wrote the lease first");
+            tracing::info!(
+                instance = alarm.instance(),
+                "{what}: someone else wrote the lease first"
+            );
             (Outcome::Conflict, None)
         }
         Err(e) => {
-            tracing::warn!(instance, endpoint = %store.endpoint(), "{what} failed: {e}");
+            alarm.raise(failure);
+            tracing::warn!(instance = alarm.instance(), endpoint = %store.endpoint(), "{what} failed: {e}");
             (Outcome::Failed, Some(e.to_string()))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::StatsRegistry;
-
-    fn state(registry: &StatsRegistry, instance: &str) -> Option<VipView> {
-        registry
-            .snapshot()
-            .instances
-            .into_iter()
-            .find(|i| i.name == instance)
-            .and_then(|i| i.state)
-    }
-
-    #[test]
-    fn status_counts_role_changes_and_keeps_since_on_repeats() {
-        let registry = StatsRegistry::new();
-        let mut status = StatusReporter::new("vip-1".into(), registry.control());
-        status.publish(
-            VipRole::Backup,
-            Some("lb2".into()),
-            Some("etcd".into()),
-            None,
-        );
-        let first = state(&registry, "vip-1").expect("state published");
-        assert_eq!(first.role, VipRole::Backup);
-        assert_eq!(first.holder.as_deref(), Some("lb2"));
-        assert_eq!(first.transitions, 1, "Init -> Backup is one change");
-        status.publish(
-            VipRole::Backup,
-            Some("lb2".into()),
-            Some("etcd".into()),
-            None,
-        );
-        assert_eq!(
-            state(&registry, "vip-1").map(|v| v.since),
-            Some(first.since)
-        );
-        status.publish(
-            VipRole::Master,
-            Some("lb1".into()),
-            Some("etcd".into()),
-            None,
-        );
-        let now = state(&registry, "vip-1").expect("state published");
-        assert_eq!(now.role, VipRole::Master);
-        assert_eq!(now.transitions, 2);
-    }
-
-    #[test]
-    fn status_carries_each_kubeconfig_certificate_expiry() {
-        let registry = StatsRegistry::new();
-        let mut status = StatusReporter::new("vip-1".into(), registry.control());
-        let missing = PathBuf::from("/nonexistent/kubecfg01.conf");
-        status.watch_certificates(vec![missing.clone()]);
-        status.publish(VipRole::Backup, None, None, None);
-        let view = state(&registry, "vip-1").expect("state published");
-        assert_eq!(view.cert_expiry.len(), 1, "{:?}", view.cert_expiry);
-        assert_eq!(view.cert_expiry[0].kubeconfig, missing);
-        assert!(
-            view.cert_expiry[0].error.is_some(),
-            "an unreadable kubeconfig must report why"
-        );
-    }
-
-    #[test]
-    fn status_shows_the_last_lock_error() {
-        let registry = StatsRegistry::new();
-        let mut status = StatusReporter::new("vip-1".into(), registry.control());
-        status.publish(
-            VipRole::Fault,
-            None,
-            Some("etcd".into()),
-            Some("timed out".into()),
-        );
-        let view = state(&registry, "vip-1").expect("state published");
-        assert_eq!(view.role, VipRole::Fault);
-        assert_eq!(view.last_error.as_deref(), Some("timed out"));
     }
 }

@@ -1,62 +1,79 @@
-//! Keeps one VIP in the state ownership asks for: present and announced while held,
-//! absent otherwise. Wraps [`super::vip::Vip`] and [`super::announce::Announcer`] so the
-//! drivers only say "take over", "step down", "check".
-
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+//! Keeps one VIP in the state ownership asks for: present and announced while held, absent
+//! otherwise, or parked on `lo` while a planned handover lets this host's sessions finish.
+//! Wraps a [`VipOps`] (netlink, or a test double) and the [`Announcer`] so the drivers only
+//! say "take over", "step down", "park", "check".
+//!
+//! Every method reports whether the address is where it was asked to be; the drivers (and
+//! through them the ownership state machine) never assume a removal they were not told
+//! happened. Each failure is logged and raised on the instance's [`Alarm`].
 
 use super::announce::{AnnounceOptions, Announcer, Target};
-use super::vip::Vip;
+use super::arp_quiet::ArpQuiet;
+use super::status::{Alarm, HaFailure};
+use super::vip::{Vip, VipOps};
 
-/// Removal is the safety action: retried a few times in quick succession before giving up.
-const REMOVE_ATTEMPTS: u32 = 3;
-const REMOVE_RETRY_DELAY: Duration = Duration::from_millis(20);
-
-pub struct VipKeeper {
-    instance: String,
-    vip: Vip,
+pub struct VipKeeper<V: VipOps = Vip> {
+    vip: V,
     options: AnnounceOptions,
-    conflicts: Arc<AtomicU64>,
+    alarm: Alarm,
     announcer: Option<Announcer>,
     holding: bool,
     /// Consecutive failed checks of the address. Netlink dumps fail now and then for
     /// reasons that pass (EBUSY when the address list changes mid-dump); only a failure
     /// that persists means this host cannot serve the VIP.
     failed_checks: u32,
+    /// Set while the VIP is parked on `lo` (IPv4: with the interface kept quiet about it).
+    parked: Option<Option<ArpQuiet>>,
 }
 
 /// Checks (one per renew period) that must fail in a row before the keeper gives up.
 const CHECK_FAILURES_BEFORE_GIVING_UP: u32 = 3;
 
-impl VipKeeper {
-    pub fn new(
-        instance: String,
-        vip: Vip,
-        options: AnnounceOptions,
-        conflicts: Arc<AtomicU64>,
-    ) -> VipKeeper {
+impl<V: VipOps> VipKeeper<V> {
+    pub fn new(vip: V, options: AnnounceOptions, alarm: Alarm) -> VipKeeper<V> {
         VipKeeper {
-            instance,
             vip,
             options,
-            conflicts,
+            alarm,
             announcer: None,
             holding: false,
             failed_checks: 0,
+            parked: None,
         }
     }
 
-    /// At start, before the lease is held: an address left by a killed predecessor would
-    /// make this host answer for a VIP it does not hold.
+    fn instance(&self) -> &str {
+        self.alarm.instance()
+    }
+
+    pub fn vip(&self) -> &V {
+        &self.vip
+    }
+
+    /// At start, before the lease is held: an address left by a killed predecessor (on the
+    /// interface, or parked on `lo` by one killed while draining) would make this host
+    /// answer for a VIP it does not hold.
     pub async fn remove_stale(&mut self) {
         match self.vip.remove().await {
             Ok(true) => tracing::warn!(
-                instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                instance = %self.instance(), vip = %self.vip.addr(), interface = %self.vip.interface(),
                 "removed a VIP this host does not hold (left by an earlier run?)"
             ),
             Ok(false) => {}
-            Err(e) => tracing::error!(instance = %self.instance, "checking for a stale VIP: {e}"),
+            Err(e) => {
+                self.alarm.raise(HaFailure::VipRemove);
+                tracing::error!(instance = %self.instance(), "checking for a stale VIP: {e}");
+            }
+        }
+        match self.vip.unpark().await {
+            Ok(true) => tracing::warn!(
+                instance = %self.instance(), vip = %self.vip.addr(),
+                "removed a parked VIP from lo (left by an earlier run that was draining)"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(instance = %self.instance(), "checking lo for a parked VIP: {e}")
+            }
         }
     }
 
@@ -66,11 +83,12 @@ impl VipKeeper {
         self.holding = true;
         match self.vip.add().await {
             Ok(()) => tracing::info!(
-                instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                instance = %self.instance(), vip = %self.vip.addr(), interface = %self.vip.interface(),
                 "VIP added"
             ),
             Err(e) => {
-                tracing::error!(instance = %self.instance, "adding the VIP failed: {e}");
+                self.alarm.raise(HaFailure::VipAdd);
+                tracing::error!(instance = %self.instance(), "adding the VIP failed: {e}");
                 return false;
             }
         }
@@ -89,25 +107,29 @@ impl VipKeeper {
         let (ifindex, mac) = match self.vip.link().await {
             Ok((ifindex, Some(mac))) => (ifindex, mac),
             Ok((_, None)) => {
-                tracing::warn!(instance = %self.instance, interface = %self.vip.interface(),
+                tracing::warn!(instance = %self.instance(), interface = %self.vip.interface(),
                     "interface has no Ethernet address; not announcing the VIP");
                 return;
             }
             Err(e) => {
-                tracing::error!(instance = %self.instance, "cannot announce the VIP: {e}");
+                self.alarm.raise(HaFailure::Announce);
+                tracing::error!(instance = %self.instance(), "cannot announce the VIP: {e}");
                 return;
             }
         };
         let target = Target {
-            instance: self.instance.clone(),
+            instance: self.instance().to_owned(),
             vip: self.vip.addr(),
             interface: self.vip.interface().to_owned(),
             ifindex,
             mac,
         };
-        match Announcer::start(target, self.options, self.conflicts.clone()) {
+        match Announcer::start(target, self.options, self.alarm.clone()) {
             Ok(announcer) => self.announcer = Some(announcer),
-            Err(e) => tracing::error!(instance = %self.instance, "cannot announce the VIP: {e}"),
+            Err(e) => {
+                self.alarm.raise(HaFailure::Announce);
+                tracing::error!(instance = %self.instance(), "cannot announce the VIP: {e}");
+            }
         }
     }
 
@@ -125,7 +147,7 @@ impl VipKeeper {
             Ok(true) => true,
             Ok(false) => {
                 tracing::warn!(
-                    instance = %self.instance, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                    instance = %self.instance(), vip = %self.vip.addr(), interface = %self.vip.interface(),
                     "the VIP we hold was removed from the interface by someone else; adding it back"
                 );
                 match self.vip.add().await {
@@ -134,7 +156,8 @@ impl VipKeeper {
                         true
                     }
                     Err(e) => {
-                        tracing::error!(instance = %self.instance, "re-adding the VIP failed: {e}");
+                        self.alarm.raise(HaFailure::VipAdd);
+                        tracing::error!(instance = %self.instance(), "re-adding the VIP failed: {e}");
                         false
                     }
                 }
@@ -143,8 +166,9 @@ impl VipKeeper {
                 // Persistently failing (the interface is gone, netlink broken): nothing can
                 // be served. A single failure keeps the VIP until the next check.
                 self.failed_checks += 1;
+                self.alarm.raise(HaFailure::VipCheck);
                 tracing::warn!(
-                    instance = %self.instance, failures = self.failed_checks,
+                    instance = %self.instance(), failures = self.failed_checks,
                     "checking the VIP failed: {e}"
                 );
                 self.failed_checks < CHECK_FAILURES_BEFORE_GIVING_UP
@@ -152,22 +176,98 @@ impl VipKeeper {
         }
     }
 
-    /// Stops announcing, then removes the address.
-    pub async fn step_down(&mut self) {
+    /// Stops announcing, then removes the address. `true` once it is confirmed gone from
+    /// the interface; `false` means it may still be there and the caller must try again
+    /// before telling anyone it let go.
+    pub async fn step_down(&mut self) -> bool {
         self.holding = false;
         if let Some(announcer) = self.announcer.take() {
             announcer.stop();
         }
-        for attempt in 1..=REMOVE_ATTEMPTS {
-            match self.vip.remove().await {
-                Ok(_) => {
-                    tracing::info!(instance = %self.instance, vip = %self.vip.addr(), "VIP removed");
-                    return;
+        match self.vip.remove().await {
+            Ok(_) => {
+                tracing::info!(instance = %self.instance(), vip = %self.vip.addr(), "VIP removed");
+                true
+            }
+            Err(e) => {
+                self.alarm.raise(HaFailure::VipRemove);
+                tracing::error!(instance = %self.instance(), "removing the VIP failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Planned handover: moves the VIP from its interface to `lo`, where this host keeps
+    /// sending and receiving for its established sessions but answers no ARP/ND for it.
+    /// Where parking is impossible the VIP is only removed (its sessions are cut; logged and
+    /// counted). `true` once the VIP is confirmed gone from the interface.
+    pub async fn park(&mut self) -> bool {
+        if let Some(announcer) = self.announcer.take() {
+            announcer.stop();
+        }
+        if self.parked.is_none() && !self.vip.addr().is_loopback() {
+            match self.prepare_park().await {
+                Ok(quiet) => self.parked = Some(quiet),
+                Err(why) => {
+                    self.alarm.raise(HaFailure::Park);
+                    tracing::warn!(
+                        instance = %self.instance(), vip = %self.vip.addr(),
+                        "cannot keep the VIP for draining sessions ({why}); removing it: \
+                         sessions through this host end now"
+                    );
                 }
-                Err(e) => {
-                    tracing::error!(instance = %self.instance, attempt, "removing the VIP failed: {e}");
-                    tokio::time::sleep(REMOVE_RETRY_DELAY).await;
+            }
+        }
+        let gone = self.step_down().await;
+        if gone && self.parked.is_some() {
+            tracing::info!(
+                instance = %self.instance(), vip = %self.vip.addr(),
+                "VIP parked on lo: draining sessions continue here, the link sees the next holder"
+            );
+        }
+        gone
+    }
+
+    async fn prepare_park(&mut self) -> Result<Option<ArpQuiet>, String> {
+        let quiet = if self.vip.addr().is_ipv4() {
+            Some(ArpQuiet::engage(self.vip.interface()).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        if let Err(e) = self.vip.park().await {
+            if let Some(quiet) = quiet {
+                quiet.release();
+            }
+            return Err(e.to_string());
+        }
+        Ok(quiet)
+    }
+
+    /// Whether the VIP is parked on `lo`.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Ends the drain: removes the parked VIP from `lo` and gives the link's ARP settings
+    /// back. `false` if the address is still there.
+    pub async fn unpark(&mut self) -> bool {
+        let Some(quiet) = self.parked.take() else {
+            return true;
+        };
+        match self.vip.unpark().await {
+            Ok(_) => {
+                tracing::info!(instance = %self.instance(), vip = %self.vip.addr(), "parked VIP removed from lo");
+                if let Some(quiet) = quiet {
+                    quiet.release();
                 }
+                true
+            }
+            Err(e) => {
+                // Keep the link quiet while the address may still be on lo; retried.
+                self.parked = Some(quiet);
+                self.alarm.raise(HaFailure::VipRemove);
+                tracing::error!(instance = %self.instance(), "removing the parked VIP from lo failed: {e}");
+                false
             }
         }
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use kube::config::{AuthInfo, Kubeconfig};
 
-use crate::stats::control::CertExpiry;
+use crate::ha::status::CertExpiry;
 
 /// Warn this long before a client certificate expires.
 pub const WARN_BEFORE: Duration = Duration::from_secs(30 * 86_400);

@@ -9,23 +9,33 @@
 //! - [`lease`]: the lock services behind one [`lease::LeaseStore`] trait: Kubernetes Lease
 //!   ([`lease::kube`]) and etcd ([`lease::etcd`]).
 //! - [`driver`]: the tokio task per instance that runs the state machine against a store
-//!   (or holds the VIP unconditionally when no lock is configured) and reports its state.
-//! - [`keeper`]: the VIP kept present and announced while held, absent otherwise.
-//! - [`vip`]: the address over rtnetlink; [`announce`]: gratuitous ARP / unsolicited NA and
-//!   the watch for other hosts claiming a held VIP.
-//! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload and shutdown.
+//!   (or holds the VIP unconditionally when no lock is configured), obeys reload and stop
+//!   commands, and reports its state.
+//! - [`keeper`]: the VIP kept present and announced while held, absent otherwise, parked on
+//!   `lo` while a planned handover drains; [`arp_quiet`]: the link kept quiet about a
+//!   parked IPv4 VIP.
+//! - [`vip`]: the address over rtnetlink behind the [`vip::VipOps`] trait; [`announce`]:
+//!   gratuitous ARP / unsolicited NA and the watch for other hosts claiming a held VIP.
+//! - [`forward`]: the new holder's nftables forwarding of a handed-over VIP's sessions to
+//!   the previous holder.
+//! - [`status`]: what HA reports upward ([`status::HaObserver`]: ownership and failures).
+//! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload, handover, shutdown.
 //! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
 //!
 //! Operator-facing description, timings and measurements: `docs/ha.md`.
 
 pub mod announce;
+pub mod arp_quiet;
 pub mod driver;
+pub mod forward;
 pub mod keeper;
 pub mod lease;
 pub mod online;
 pub mod ownership;
+pub mod status;
 pub mod supervisor;
 pub mod timing;
 pub mod vip;
 
-pub use supervisor::{HaError, HaOptions, HaSupervisor, host_identity};
+pub use status::{HaFailure, HaObserver};
+pub use supervisor::{HaApplied, HaError, HaOptions, HaSupervisor, host_identity};

@@ -15,9 +15,19 @@
 //!   deadline has passed since it *sent* its last successful write; after that it steps down
 //!   (removes the VIP) even if it cannot tell whether it lost the lease.
 //! - On shutdown the holder removes the VIP first, then writes the record with no holder, so
-//!   a standby takes over at its next poll instead of waiting the lease duration.
+//!   a standby takes over at its next poll instead of waiting the lease duration. A planned
+//!   handover also writes a [`HandoverNote`] ("my sessions drain at ADDRESS for DRAIN")
+//!   with the release; the host that takes the lease next gets it with its
+//!   [`Decision::TakeOver`] and forwards those sessions' packets until the drain ends.
 //! - A holder that cannot serve the VIP ([`Ownership::resign`]) does the same, then stays
 //!   out of the race for a hold-off so a healthy peer gets the lease.
+//! - The lease is released only after the driver *confirmed* the VIP is gone
+//!   ([`Ownership::vip_removed`]). Until then a planned stop or resign keeps renewing, and
+//!   every step-down is retried every [`REMOVE_RETRY`]: a removal that keeps failing leaves
+//!   the lease with this host (nobody else adds the VIP) and is visible in
+//!   [`Ownership::removal_pending`].
+//! - Timing changes on reload ([`Ownership::set_timing`]) apply in place; the deadline of a
+//!   write already made never grows past what that write promised.
 //!
 //! # Guarantee
 //! With a linearizable lock service (etcd, the Kubernetes API's resourceVersion checks),
@@ -35,10 +45,17 @@
 //! - Clocks that jump are fine (monotonic time does not jump); clocks whose *rate* is off by
 //!   more than the margin allows are not.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::lease::LeaseRecord;
+use super::lease::{HandoverNote, LeaseRecord};
 use super::timing::Timing;
+
+/// How soon a failed VIP removal is tried again.
+pub const REMOVE_RETRY: Duration = Duration::from_millis(100);
+
+/// Until a step-down's result is reported, no other is asked for.
+const AWAITING_REPORT: Duration = Duration::from_secs(3600);
 
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,20 +69,34 @@ pub enum Decision {
         duration: Duration,
         deadline: Instant,
     },
-    /// Compare-and-swap the record from `prev`; `holder` `None` releases it.
+    /// Compare-and-swap the record from `prev`; `holder` `None` releases it, with
+    /// `handover` when this is a planned handover.
     Update {
         purpose: Purpose,
         prev: LeaseRecord,
         holder: Option<String>,
         duration: Duration,
+        handover: Option<HandoverNote>,
         deadline: Instant,
     },
-    /// We hold the lease now: add the VIP, then announce it.
-    TakeOver,
-    /// We no longer hold the lease: remove the VIP before doing anything else.
+    /// We hold the lease now: (with `forward`, first forward the previous holder's
+    /// sessions to it,) add the VIP, then announce it.
+    TakeOver { forward: Option<Forward> },
+    /// The VIP must leave this host: remove it (or park it, on a planned handover), then
+    /// report with [`Ownership::vip_removed`].
     StepDown(StepDownReason),
     /// Shutdown complete; the driver exits.
     Stopped,
+}
+
+/// The previous holder's sessions to keep forwarding: packets of flows this host does not
+/// know go to `address` until `until` (this host's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The VIP the note was written for.
+    pub vip: IpAddr,
+    pub address: IpAddr,
+    pub until: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,20 +139,51 @@ pub enum Role {
 #[derive(Debug, Clone)]
 enum State {
     Standby,
-    /// `renewed_at`: when the last successful write was *sent*. `verify`: a renewal hit a
-    /// conflict, read the record before writing again.
+    /// `lease`: our last successful write. `verify`: a renewal hit a conflict, read the
+    /// record before writing again.
     Holding {
-        renewed_at: Instant,
-        record: LeaseRecord,
+        lease: Held,
         verify: bool,
     },
-    /// The VIP is gone; the record still names us and is to be released. `stop`: then stop
+    /// Letting go on purpose: the record still names us; it is renewed until the VIP is
+    /// confirmed gone, then released (with `note` on a planned handover). `stop`: then stop
     /// (shutdown), else become a standby again (resigned).
     Releasing {
-        record: LeaseRecord,
+        lease: Held,
         stop: bool,
+        note: Option<HandoverNote>,
     },
     Stopped,
+}
+
+/// The lease as this host last wrote it.
+#[derive(Debug, Clone)]
+struct Held {
+    record: LeaseRecord,
+    /// When the last successful write was *sent*.
+    renewed_at: Instant,
+    /// How long after `renewed_at` the VIP must be gone: the renew deadline that went with
+    /// that write (a later, longer timing never stretches it).
+    deadline_after: Duration,
+}
+
+impl Held {
+    fn deadline(&self) -> Instant {
+        self.renewed_at + self.deadline_after
+    }
+}
+
+/// Where the VIP is, as far as the driver has reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VipState {
+    Absent,
+    Present,
+    /// It must go; the next [`Decision::StepDown`] is due at `next_try`.
+    Removing {
+        reason: StepDownReason,
+        next_try: Instant,
+        failures: u32,
+    },
 }
 
 /// A record version and when this host first saw it (receive time of that read).
@@ -147,10 +209,11 @@ pub struct Ownership {
     inflight: Option<Inflight>,
     /// Earliest time for the next store call.
     next_call: Instant,
-    /// A TakeOver / StepDown the driver has not been told about yet.
+    /// A TakeOver the driver has not been told about yet.
     edge: Option<Decision>,
     /// After resigning: no acquiring before this.
     hold_off_until: Option<Instant>,
+    vip: VipState,
 }
 
 impl Ownership {
@@ -164,7 +227,54 @@ impl Ownership {
             next_call: now,
             edge: None,
             hold_off_until: None,
+            vip: VipState::Absent,
         }
+    }
+
+    /// Reload: new timing from now on. A write already made keeps the deadline it was made
+    /// with if that is shorter, so no rival ever sees a record promise less than the
+    /// holder's real hold.
+    pub fn set_timing(&mut self, timing: Timing) {
+        self.timing = timing;
+        if let State::Holding { lease, .. } | State::Releasing { lease, .. } = &mut self.state {
+            lease.deadline_after = lease.deadline_after.min(timing.renew_deadline);
+        }
+    }
+
+    /// Removing the VIP failed at least once and has not succeeded since.
+    pub fn removal_pending(&self) -> bool {
+        matches!(self.vip, VipState::Removing { failures, .. } if failures > 0)
+    }
+
+    /// The driver's report on the last [`Decision::StepDown`]: `true` when the VIP is
+    /// confirmed gone from the interface.
+    pub fn vip_removed(&mut self, now: Instant, removed: bool) {
+        if let VipState::Removing {
+            reason, failures, ..
+        } = self.vip
+        {
+            self.vip = if removed {
+                VipState::Absent
+            } else {
+                VipState::Removing {
+                    reason,
+                    next_try: now + REMOVE_RETRY,
+                    failures: failures + 1,
+                }
+            };
+        }
+    }
+
+    fn remove_vip(&mut self, now: Instant, reason: StepDownReason) {
+        self.vip = match self.vip {
+            // Already going: keep the retry schedule, a new reason does not change the work.
+            removing @ VipState::Removing { .. } => removing,
+            VipState::Absent | VipState::Present => VipState::Removing {
+                reason,
+                next_try: now,
+                failures: 0,
+            },
+        };
     }
 
     pub fn identity(&self) -> &str {
@@ -186,7 +296,7 @@ impl Ownership {
     /// The holder named by the last record this host read or wrote.
     pub fn observed_holder(&self) -> Option<&str> {
         match &self.state {
-            State::Holding { record, .. } => record.holder.as_deref(),
+            State::Holding { lease, .. } => lease.record.holder.as_deref(),
             _ => self
                 .observed
                 .as_ref()
@@ -197,7 +307,9 @@ impl Ownership {
 
     pub fn transitions(&self) -> u32 {
         match &self.state {
-            State::Holding { record, .. } | State::Releasing { record, .. } => record.transitions,
+            State::Holding { lease, .. } | State::Releasing { lease, .. } => {
+                lease.record.transitions
+            }
             _ => self
                 .observed
                 .as_ref()
@@ -208,15 +320,38 @@ impl Ownership {
 
     /// Begin shutdown: a holder steps down (VIP first), then releases the record.
     /// Call between store calls; a result still in flight is applied to the release.
-    pub fn stop(&mut self) {
+    pub fn stop(&mut self, now: Instant) {
+        self.stop_with(now, None);
+    }
+
+    /// Shutdown as a planned handover: like [`Ownership::stop`], and the release carries
+    /// `note` for the next holder.
+    pub fn stop_with(&mut self, now: Instant, note: Option<HandoverNote>) {
+        self.edge = None;
         self.state = match std::mem::replace(&mut self.state, State::Stopped) {
-            State::Holding { record, .. } => {
-                self.edge = Some(Decision::StepDown(StepDownReason::Shutdown));
-                State::Releasing { record, stop: true }
+            State::Holding { lease, .. } => {
+                self.remove_vip(now, StepDownReason::Shutdown);
+                State::Releasing {
+                    lease,
+                    stop: true,
+                    note,
+                }
             }
-            State::Releasing { record, .. } => State::Releasing { record, stop: true },
+            State::Releasing { lease, .. } => State::Releasing {
+                lease,
+                stop: true,
+                note,
+            },
             State::Standby | State::Stopped => State::Stopped,
         };
+    }
+
+    /// The planned handover could not keep the VIP for its sessions (it was removed
+    /// outright): release without a note, so no host forwards to a host that has nothing.
+    pub fn forget_handover_note(&mut self) {
+        if let State::Releasing { note, .. } = &mut self.state {
+            *note = None;
+        }
     }
 
     /// Give the lease up because this host cannot serve the VIP (e.g. adding the address
@@ -224,12 +359,14 @@ impl Ownership {
     /// not take the lease again before `now + hold_off`.
     pub fn resign(&mut self, now: Instant, hold_off: Duration) {
         self.hold_off_until = Some(now + hold_off);
-        if let State::Holding { record, .. } = &self.state {
+        if let State::Holding { lease, .. } = &self.state {
             self.state = State::Releasing {
-                record: record.clone(),
+                lease: lease.clone(),
                 stop: false,
+                note: None,
             };
-            self.edge = Some(Decision::StepDown(StepDownReason::Resigned));
+            self.edge = None;
+            self.remove_vip(now, StepDownReason::Resigned);
         }
     }
 
@@ -238,55 +375,109 @@ impl Ownership {
         if let Some(edge) = self.edge.take() {
             return edge;
         }
-        if let State::Holding { renewed_at, .. } = &self.state
-            && now >= *renewed_at + self.timing.renew_deadline
+        if let VipState::Removing {
+            reason,
+            next_try,
+            failures,
+        } = self.vip
+            && now >= next_try
         {
-            self.state = State::Standby;
-            self.observed = None;
-            self.next_call = now;
-            return Decision::StepDown(StepDownReason::DeadlineMissed);
+            self.vip = VipState::Removing {
+                reason,
+                next_try: now + AWAITING_REPORT,
+                failures,
+            };
+            return Decision::StepDown(reason);
+        }
+        match &self.state {
+            State::Holding { lease, .. } if now >= lease.deadline() => {
+                self.state = State::Standby;
+                self.observed = None;
+                self.next_call = now;
+                self.remove_vip(now, StepDownReason::DeadlineMissed);
+                return self.poll(now);
+            }
+            State::Releasing { lease, stop, .. }
+                if now >= lease.deadline() && self.vip != VipState::Absent =>
+            {
+                // Neither renewed nor rid of the VIP in time: the lease is lost either way.
+                // Keep trying to remove; releasing a record a rival may have taken is moot.
+                self.state = if *stop {
+                    State::Stopped
+                } else {
+                    State::Standby
+                };
+                self.observed = None;
+                self.next_call = now;
+            }
+            _ => {}
         }
         if self.inflight.is_some() {
             // The driver polled without completing its call; nothing new to decide.
             return Decision::Wait(now + self.timing.poll_period);
         }
+        let removal_due = match self.vip {
+            VipState::Removing { next_try, .. } => Some(next_try),
+            _ => None,
+        };
         match &self.state {
-            State::Stopped => Decision::Stopped,
-            State::Releasing { record, .. } => {
-                let prev = record.clone();
+            State::Stopped => match removal_due {
+                Some(at) => Decision::Wait(at),
+                None => Decision::Stopped,
+            },
+            State::Releasing { lease, note, .. } if self.vip == VipState::Absent => {
+                let prev = lease.record.clone();
+                let handover = *note;
                 self.start(now, Some(Purpose::Release));
                 Decision::Update {
                     purpose: Purpose::Release,
                     prev,
                     holder: None,
                     duration: self.timing.lease_duration,
+                    handover,
                     deadline: now + self.timing.renew_deadline,
                 }
             }
-            State::Holding {
-                renewed_at,
-                record,
-                verify,
-            } => {
-                let deadline = *renewed_at + self.timing.renew_deadline;
-                if now < self.next_call {
-                    return Decision::Wait(self.next_call.min(deadline));
-                }
-                if *verify {
-                    self.start(now, None);
-                    return Decision::Get { deadline };
-                }
-                let prev = record.clone();
-                self.start(now, Some(Purpose::Renew));
-                Decision::Update {
-                    purpose: Purpose::Renew,
-                    prev,
-                    holder: Some(self.identity.clone()),
-                    duration: self.timing.lease_duration,
-                    deadline,
-                }
+            State::Holding { lease, verify } => {
+                let (lease, verify) = (lease.clone(), *verify);
+                self.poll_renewal(now, &lease, verify, removal_due)
             }
-            State::Standby => self.poll_standby(now),
+            State::Releasing { lease, .. } => {
+                let lease = lease.clone();
+                self.poll_renewal(now, &lease, false, removal_due)
+            }
+            State::Standby => match self.poll_standby(now) {
+                Decision::Wait(at) => Decision::Wait(removal_due.map_or(at, |r| r.min(at))),
+                other => other,
+            },
+        }
+    }
+
+    /// Holding (or releasing while the VIP is still here): renew every renew period.
+    fn poll_renewal(
+        &mut self,
+        now: Instant,
+        lease: &Held,
+        verify: bool,
+        removal_due: Option<Instant>,
+    ) -> Decision {
+        let deadline = lease.deadline();
+        if now < self.next_call {
+            let wake = self.next_call.min(deadline);
+            return Decision::Wait(removal_due.map_or(wake, |r| r.min(wake)));
+        }
+        if verify {
+            self.start(now, None);
+            return Decision::Get { deadline };
+        }
+        self.start(now, Some(Purpose::Renew));
+        Decision::Update {
+            purpose: Purpose::Renew,
+            prev: lease.record.clone(),
+            holder: Some(self.identity.clone()),
+            duration: self.timing.lease_duration,
+            handover: None,
+            deadline,
         }
     }
 
@@ -327,6 +518,7 @@ impl Ownership {
                 prev,
                 holder: Some(self.identity.clone()),
                 duration: self.timing.lease_duration,
+                handover: None,
                 deadline: call_deadline,
             };
         }
@@ -379,6 +571,7 @@ impl Ownership {
                         self.next_call = now;
                         State::Standby
                     }
+                    State::Standby => State::Standby,
                     _ => State::Stopped,
                 }
             }
@@ -400,26 +593,22 @@ impl Ownership {
             });
         }
         match &mut self.state {
-            State::Holding {
-                record: held,
-                verify,
-                ..
-            } => match record {
+            State::Holding { lease, verify } => match record {
                 Some(current) if current.holder.as_deref() == Some(self.identity.as_str()) => {
                     // Our own write whose answer we missed: renew from it right away.
-                    *held = current;
+                    lease.record = current;
                     *verify = false;
                     self.next_call = now;
                 }
                 _ => {
                     self.state = State::Standby;
                     self.next_call = now + self.timing.poll_period;
-                    self.edge = Some(Decision::StepDown(StepDownReason::Lost));
+                    self.remove_vip(now, StepDownReason::Lost);
                 }
             },
-            State::Releasing { record: held, .. } => {
+            State::Releasing { lease, .. } => {
                 if let Some(current) = record {
-                    *held = current;
+                    lease.record = current;
                 }
             }
             State::Standby | State::Stopped => {
@@ -431,18 +620,29 @@ impl Ownership {
     fn on_acquire(&mut self, now: Instant, started: Instant, outcome: Outcome) {
         match outcome {
             Outcome::Wrote(record) => {
+                let lease = Held {
+                    record,
+                    renewed_at: started,
+                    deadline_after: self.timing.renew_deadline,
+                };
                 if matches!(self.state, State::Stopped) {
                     // Stopped while acquiring: give it straight back, never add the VIP.
-                    self.state = State::Releasing { record, stop: true };
-                } else if now < started + self.timing.renew_deadline {
+                    self.state = State::Releasing {
+                        lease,
+                        stop: true,
+                        note: None,
+                    };
+                } else if now < lease.deadline() {
+                    let forward = self.forward_for(now);
                     self.state = State::Holding {
-                        renewed_at: started,
-                        record,
+                        lease,
                         verify: false,
                     };
                     self.next_call = started + self.timing.renew_period;
-                    self.edge = Some(Decision::TakeOver);
+                    self.vip = VipState::Present;
+                    self.edge = Some(Decision::TakeOver { forward });
                 } else {
+                    let record = lease.record;
                     // The answer came too late to use; the record names us, so the next
                     // poll re-acquires it by compare-and-swap.
                     self.observed = Some(Observed {
@@ -466,26 +666,37 @@ impl Ownership {
     fn on_renew(&mut self, now: Instant, started: Instant, outcome: Outcome) {
         match (&mut self.state, outcome) {
             (
-                State::Holding {
-                    renewed_at, record, ..
-                },
+                State::Holding { lease, .. } | State::Releasing { lease, .. },
                 Outcome::Wrote(written),
             ) => {
-                *renewed_at = started;
-                *record = written;
+                lease.renewed_at = started;
+                lease.record = written;
+                lease.deadline_after = self.timing.renew_deadline;
                 self.next_call = started + self.timing.renew_period;
             }
-            (State::Releasing { record, .. }, Outcome::Wrote(written)) => *record = written,
             (State::Holding { verify, .. }, Outcome::Conflict) => {
                 // Maybe our own earlier write landed after its answer was lost; read to know.
                 *verify = true;
                 self.next_call = now;
             }
-            (State::Holding { .. }, _) => {
+            (State::Holding { .. } | State::Releasing { .. }, _) => {
                 self.next_call = now + self.timing.poll_period;
             }
             _ => {}
         }
+    }
+
+    /// The forwarding a takeover owes the previous holder: its handover note, counted from
+    /// when this host first saw the released record.
+    fn forward_for(&self, now: Instant) -> Option<Forward> {
+        let observed = self.observed.as_ref()?;
+        let note = observed.record.as_ref()?.handover?;
+        let until = observed.since + note.drain;
+        (until > now).then_some(Forward {
+            vip: note.vip,
+            address: note.address,
+            until,
+        })
     }
 }
 

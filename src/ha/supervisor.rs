@@ -1,23 +1,29 @@
 //! Starts, reloads and stops one ownership task per VIP instance.
+//!
+//! A reload never lets go of a VIP it does not have to: timing, kubeconfig, endpoint and
+//! peer changes are applied to the running task in place; only a change of the VIP, its
+//! interface or the lock record itself ([`crate::config::diff::InstanceChange::Moved`])
+//! stops the task, and then as a planned handover.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::announce::AnnounceOptions;
-use super::driver::{StatusReporter, run_leased, run_unlocked};
+use super::driver::{InstanceCommand, InstanceTask, run_leased, run_unlocked};
+use super::forward::Forwarder;
 use super::keeper::VipKeeper;
 use super::lease::etcd::EtcdStore;
 use super::lease::kube::{KubeLeaseStore, KubeStoreOptions};
 use super::ownership::Ownership;
+use super::status::{HaObserver, StatusReporter};
 use super::timing::Timing;
 use super::vip::{Netlink, VipError};
+use crate::config::diff::{InstanceChange, PlanDiff};
 use crate::config::plan::{Instance, LockPlan, Plan};
-use crate::stats::control::ControlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -27,10 +33,13 @@ pub enum HaError {
     HostName(std::io::Error),
 }
 
-/// Settings the configuration file does not carry (yet).
+/// Settings the configuration file does not carry.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HaOptions {
     pub announce: AnnounceOptions,
+    /// How long an instance that a reload removes or moves keeps its VIP parked for the
+    /// sessions still using it (the process's drain timeout).
+    pub drain: Duration,
 }
 
 /// The lease identity: the plan's `identity`, else this host's name.
@@ -49,18 +58,49 @@ pub fn host_identity(plan: &Plan) -> Result<String, HaError> {
 }
 
 struct Running {
-    instance: Instance,
-    stop: watch::Sender<bool>,
+    commands: mpsc::UnboundedSender<InstanceCommand>,
     task: JoinHandle<()>,
-    conflicts: Arc<AtomicU64>,
+}
+
+/// An instance task told to stop, not yet ended.
+struct Leaving {
+    name: String,
+    running: Running,
+    /// Taken once awaited.
+    handed_over: Option<oneshot::Receiver<bool>>,
+}
+
+impl Leaving {
+    /// Waits until the task reported "handed over" (or ended); at once if it already did.
+    /// Whether its VIP is parked here for draining sessions.
+    async fn handed_over(&mut self) -> bool {
+        match self.handed_over.take() {
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                tracing::debug!(instance = %self.name, "HA task ended without handing over");
+                false
+            }),
+            None => false,
+        }
+    }
 }
 
 pub struct HaSupervisor {
     identity: String,
-    control: Arc<ControlState>,
+    observer: Arc<dyn HaObserver>,
     netlink: Netlink,
     options: HaOptions,
+    forwarder: Arc<Forwarder>,
     running: HashMap<String, Running>,
+    /// Instances a reload removed or moved, draining until their deadline.
+    leaving: Vec<Leaving>,
+}
+
+/// What a reload did to VIP ownership, for the reload's log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HaApplied {
+    pub started: Vec<String>,
+    pub retuned: Vec<String>,
+    pub handed_over: Vec<String>,
 }
 
 impl HaSupervisor {
@@ -68,23 +108,17 @@ impl HaSupervisor {
     pub fn spawn(
         plan: &Plan,
         identity: String,
-        control: Arc<ControlState>,
-    ) -> Result<HaSupervisor, HaError> {
-        HaSupervisor::spawn_with(plan, identity, control, HaOptions::default())
-    }
-
-    pub fn spawn_with(
-        plan: &Plan,
-        identity: String,
-        control: Arc<ControlState>,
+        observer: Arc<dyn HaObserver>,
         options: HaOptions,
     ) -> Result<HaSupervisor, HaError> {
         let mut supervisor = HaSupervisor {
             identity,
-            control,
+            observer,
             netlink: Netlink::connect()?,
             options,
+            forwarder: Forwarder::start(),
             running: HashMap::new(),
+            leaving: Vec::new(),
         };
         for instance in &plan.instances {
             supervisor.start(instance);
@@ -96,58 +130,132 @@ impl HaSupervisor {
         &self.identity
     }
 
-    /// Announcements for a held VIP seen from another MAC, since start.
-    pub fn conflicts(&self, instance: &str) -> Option<u64> {
-        self.running
-            .get(instance)
-            .map(|r| r.conflicts.load(Ordering::Relaxed))
-    }
-
-    /// Reload: instances whose ownership settings changed or that are gone are stopped
-    /// (VIP removed, lease released) before new ones start; the others keep running.
-    pub async fn apply_plan(&mut self, plan: &Plan) {
-        let wanted: HashMap<&str, &Instance> = plan
+    /// Reload, after the rest of the process accepted `plan`: new instances start, moved
+    /// and removed ones hand over (their VIPs parked for draining sessions up to the drain
+    /// timeout), retuned ones change in place. Returns once every instance took its part.
+    pub async fn apply(&mut self, plan: &Plan, diff: &PlanDiff) -> HaApplied {
+        let mut applied = HaApplied::default();
+        let by_name: HashMap<&str, &Instance> = plan
             .instances
             .iter()
             .map(|i| (i.name.as_str(), i))
             .collect();
-        let outdated: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(name, running)| {
-                wanted
-                    .get(name.as_str())
-                    .is_none_or(|i| !same_ownership(i, &running.instance))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        let stopping: Vec<Running> = outdated
-            .iter()
-            .filter_map(|name| self.running.remove(name))
-            .collect();
-        stop_all(stopping).await;
+        let mut acks = Vec::new();
+        for (name, change) in &diff.instances {
+            match change {
+                InstanceChange::Removed | InstanceChange::Moved(_) => {
+                    if let Some(running) = self.running.remove(name) {
+                        let drain_until = Some(Instant::now() + self.options.drain);
+                        self.leaving.push(stop(name, running, drain_until, false));
+                        applied.handed_over.push(name.clone());
+                    }
+                }
+                InstanceChange::Retuned(_) => {
+                    if let (Some(running), Some(instance)) =
+                        (self.running.get(name), by_name.get(name.as_str()))
+                    {
+                        let (tx, rx) = oneshot::channel();
+                        let retune = InstanceCommand::Retune {
+                            instance: Box::new((*instance).clone()),
+                            done: tx,
+                        };
+                        if running.commands.send(retune).is_ok() {
+                            acks.push((name.clone(), rx));
+                        }
+                        applied.retuned.push(name.clone());
+                    }
+                }
+                InstanceChange::Added | InstanceChange::ServicesOnly => {}
+            }
+        }
+        for (name, ack) in acks {
+            if ack.await.is_err() {
+                tracing::error!(instance = %name, "HA task ended before applying the reload");
+            }
+        }
+        // A moved instance starts again under its new settings once the old task released
+        // the lease (the record may be the same): never two tasks of ours on one lease.
+        for leaving in &mut self.leaving {
+            leaving.handed_over().await;
+        }
         for instance in &plan.instances {
             if !self.running.contains_key(&instance.name) {
                 self.start(instance);
+                applied.started.push(instance.name.clone());
             }
         }
+        self.reap_leaving();
+        applied
     }
 
-    /// Removes every VIP, then releases every lease.
-    pub async fn shutdown(self) {
+    /// Ends the tasks of removed/moved instances that have finished draining.
+    fn reap_leaving(&mut self) {
+        self.leaving.retain(|l| !l.running.task.is_finished());
+    }
+
+    /// Shutdown, step 1 (planned handover): every holder parks its VIP for the sessions
+    /// draining until `drain_until`, releases its lease with a handover note, and this
+    /// returns once every instance's next holder has it (or a bound passed). New
+    /// connections should then stop being accepted here. Returns whether any VIP is
+    /// parked here for draining sessions (its link now answered by another host).
+    pub async fn hand_over(&mut self, drain_until: Instant) -> bool {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            if let Some(running) = self.running.remove(&name) {
+                self.leaving
+                    .push(stop(&name, running, Some(drain_until), true));
+            }
+        }
+        let mut parked = false;
+        for leaving in &mut self.leaving {
+            parked |= leaving.handed_over().await;
+        }
+        parked
+    }
+
+    /// Shutdown, step 2: the sessions are gone (or the drain timed out): parked VIPs are
+    /// removed and every task ends. Also a plain stop when [`Self::hand_over`] was not
+    /// called: every VIP removed, then every lease released.
+    pub async fn shutdown(mut self) {
         let started = Instant::now();
-        stop_all(self.running.into_values().collect()).await;
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            if let Some(running) = self.running.remove(&name) {
+                self.leaving.push(stop(&name, running, None, false));
+            }
+        }
+        for leaving in &self.leaving {
+            // A task that already ended has dropped its receiver; nothing to tell it.
+            let _ = leaving.running.commands.send(InstanceCommand::FinishDrain);
+        }
+        for leaving in self.leaving {
+            if let Err(e) = leaving.running.task.await {
+                tracing::error!(instance = %leaving.name, "HA task failed: {e}");
+            }
+        }
+        if let Err(e) = self.forwarder.clear().await {
+            tracing::error!("removing the handover forwarding tables: {e}");
+        }
         tracing::info!(took = ?started.elapsed(), "HA stopped");
     }
 
     fn start(&mut self, instance: &Instance) {
         let name = instance.name.clone();
-        let conflicts = Arc::new(AtomicU64::new(0));
         let vip = self.netlink.vip(&instance.interface, instance.vip);
-        let keeper = VipKeeper::new(name.clone(), vip, self.options.announce, conflicts.clone());
-        let mut status = StatusReporter::new(name.clone(), self.control.clone());
-        let (stop, stop_rx) = watch::channel(false);
+        let mut status = StatusReporter::new(name.clone(), Arc::clone(&self.observer));
+        let keeper = VipKeeper::new(vip, self.options.announce, status.alarm());
         let timing = Timing::from_checks(instance.check_interval, instance.check_timeout);
+        let (commands, rx) = mpsc::unbounded_channel();
+        if let LockPlan::Kube(lock) = &instance.lock {
+            status.watch_certificates(lock.kubeconfigs.clone());
+        }
+        let task = InstanceTask {
+            instance: instance.clone(),
+            keeper,
+            status,
+            forwarder: Arc::clone(&self.forwarder),
+            commands: rx,
+        };
         let task = match &instance.lock {
             LockPlan::None => {
                 if !instance.peers.is_empty() {
@@ -158,40 +266,19 @@ impl HaSupervisor {
                          (configure kube_lock or etcd_lock)"
                     );
                 }
-                tokio::spawn(run_unlocked(
-                    self.identity.clone(),
-                    keeper,
-                    status,
-                    instance.check_interval,
-                    stop_rx,
-                ))
+                tokio::spawn(run_unlocked(self.identity.clone(), task))
             }
             LockPlan::Etcd(lock) => {
                 let store = EtcdStore::new(lock.endpoints.clone(), lock.key.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());
-                tokio::spawn(run_leased(
-                    name.clone(),
-                    fsm,
-                    store,
-                    keeper,
-                    status,
-                    stop_rx,
-                ))
+                tokio::spawn(run_leased(task, fsm, store))
             }
             LockPlan::Kube(lock) => {
                 let options =
                     KubeStoreOptions::within(timing.renew_deadline, lock.kubeconfigs.len());
                 let store = KubeLeaseStore::new(lock, options);
-                status.watch_certificates(lock.kubeconfigs.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());
-                tokio::spawn(run_leased(
-                    name.clone(),
-                    fsm,
-                    store,
-                    keeper,
-                    status,
-                    stop_rx,
-                ))
+                tokio::spawn(run_leased(task, fsm, store))
             }
         };
         tracing::info!(
@@ -199,39 +286,28 @@ impl HaSupervisor {
             renew = ?timing.renew_period, deadline = ?timing.renew_deadline,
             lease = ?timing.lease_duration, "HA instance started"
         );
-        self.running.insert(
-            name,
-            Running {
-                instance: instance.clone(),
-                stop,
-                task,
-                conflicts,
-            },
-        );
+        self.running.insert(name, Running { commands, task });
     }
 }
 
-/// Signals every task at once, then waits for all: their VIPs go in parallel.
-async fn stop_all(running: Vec<Running>) {
-    for r in &running {
-        // A task that already ended has dropped its receiver; nothing to tell it.
-        if r.stop.send(true).is_err() {
-            tracing::debug!(instance = %r.instance.name, "HA task had already ended");
-        }
+fn stop(
+    name: &str,
+    running: Running,
+    drain_until: Option<Instant>,
+    await_next_holder: bool,
+) -> Leaving {
+    let (tx, rx) = oneshot::channel();
+    let command = InstanceCommand::Stop {
+        drain_until,
+        await_next_holder,
+        handed_over: tx,
+    };
+    if running.commands.send(command).is_err() {
+        tracing::debug!(instance = name, "HA task had already ended");
     }
-    for r in running {
-        if let Err(e) = r.task.await {
-            tracing::error!(instance = %r.instance.name, "HA task failed: {e}");
-        }
+    Leaving {
+        name: name.to_owned(),
+        running,
+        handed_over: Some(rx),
     }
-}
-
-/// Whether a reload may keep the running task: everything ownership depends on is equal.
-fn same_ownership(a: &Instance, b: &Instance) -> bool {
-    a.vip == b.vip
-        && a.interface == b.interface
-        && a.check_interval == b.check_interval
-        && a.check_timeout == b.check_timeout
-        && a.lock == b.lock
-        && a.peers == b.peers
 }

@@ -1,15 +1,25 @@
-//! The VIP on its interface, over rtnetlink: add, remove, check, and the interface's MAC.
+//! The VIP on its interface, over rtnetlink: add, remove, check, the interface's MAC, and
+//! the "parked" form a planned handover uses (the VIP on `lo`, where this host still owns
+//! it for its sessions but answers no ARP/ND for it on the link).
+//!
+//! Every operation is bounded by [`NETLINK_TIMEOUT`]: a netlink call that hangs is a
+//! failure the caller retries and counts, never a task that waits forever.
 //!
 //! The VIP goes on as a host address (/32 or /128), so it brings no prefix route of its own
 //! and never becomes the primary address of the interface's subnet. IPv6 VIPs carry
 //! IFA_F_NODAD: duplicate address detection would hold the address "tentative" (unusable)
 //! for about a second after every takeover, and the lease already says who owns it.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::Handle;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressScope,
+};
 use rtnetlink::packet_route::link::LinkAttribute;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +37,47 @@ pub enum VipError {
         interface: String,
         source: Box<rtnetlink::Error>,
     },
+    #[error("netlink {action} {addr} on {interface}: no answer within {NETLINK_TIMEOUT:?}")]
+    Timeout {
+        action: &'static str,
+        addr: IpAddr,
+        interface: String,
+    },
+}
+
+/// Bound on one netlink operation (a dump, an add, a delete). Far above a healthy kernel's
+/// answer (well under a millisecond) and below the lease margin, so a stuck call is noticed
+/// while the holder can still act on it.
+pub const NETLINK_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The interface a parked VIP lives on.
+const LOOPBACK: &str = "lo";
+
+/// The address protocol (IFA_PROTO, `ip addr` shows `proto 161`) on every address this
+/// process adds: it tells our parked VIP on `lo` from an operator's own loopback address
+/// (an LVS-DR style VIP, a BGP-announced one), which unparking must never remove.
+const ALIVE_PROTO: u8 = 0xa1;
+
+/// What the keeper does to a VIP address; [`Vip`] is the netlink implementation, tests
+/// inject failures with their own.
+pub trait VipOps: Send + Sync + 'static {
+    fn addr(&self) -> IpAddr;
+    fn interface(&self) -> &str;
+    /// Index and MAC of the interface.
+    fn link(&self) -> impl Future<Output = Result<(u32, Option<[u8; 6]>), VipError>> + Send;
+    /// Whether the VIP is on its interface.
+    fn is_present(&self) -> impl Future<Output = Result<bool, VipError>> + Send;
+    /// Adds the VIP to its interface; already present is success.
+    fn add(&self) -> impl Future<Output = Result<(), VipError>> + Send;
+    /// Removes the VIP from its interface; returns whether it was there.
+    fn remove(&self) -> impl Future<Output = Result<bool, VipError>> + Send;
+    /// Puts the VIP on `lo` (already there is success).
+    fn park(&self) -> impl Future<Output = Result<(), VipError>> + Send;
+    /// Removes the VIP from `lo`; returns whether it was there.
+    fn unpark(&self) -> impl Future<Output = Result<bool, VipError>> + Send;
+    /// This host's own address of the VIP's family on the interface (global first, then
+    /// link-local), which a new holder forwards a handed-over session's packets to.
+    fn host_address(&self) -> impl Future<Output = Result<Option<IpAddr>, VipError>> + Send;
 }
 
 const EEXIST: i32 = libc::EEXIST;
@@ -66,14 +117,6 @@ pub struct Vip {
 }
 
 impl Vip {
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn interface(&self) -> &str {
-        &self.interface
-    }
-
     fn host_prefix(&self) -> u8 {
         match self.addr {
             IpAddr::V4(_) => 32,
@@ -90,19 +133,36 @@ impl Vip {
         }
     }
 
-    /// Index and MAC of the interface, looked up each time: the interface may be recreated.
-    pub async fn link(&self) -> Result<(u32, Option<[u8; 6]>), VipError> {
+    /// `call` bounded by [`NETLINK_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        action: &'static str,
+        call: impl Future<Output = Result<T, VipError>>,
+    ) -> Result<T, VipError> {
+        tokio::time::timeout(NETLINK_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(VipError::Timeout {
+                    action,
+                    addr: self.addr,
+                    interface: self.interface.clone(),
+                })
+            })
+    }
+
+    /// Index and MAC of `interface`, looked up each time: the interface may be recreated.
+    async fn link_of(&self, interface: &str) -> Result<(u32, Option<[u8; 6]>), VipError> {
         let mut links = self
             .handle
             .link()
             .get()
-            .match_name(self.interface.clone())
+            .match_name(interface.to_owned())
             .execute();
         let link = match links.try_next().await {
             Ok(Some(link)) => link,
-            Ok(None) => return Err(VipError::NoInterface(self.interface.clone())),
+            Ok(None) => return Err(VipError::NoInterface(interface.to_owned())),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
-                return Err(VipError::NoInterface(self.interface.clone()));
+                return Err(VipError::NoInterface(interface.to_owned()));
             }
             Err(e) => return Err(self.error("get link", e)),
         };
@@ -120,22 +180,19 @@ impl Vip {
             .ok_or_else(|| VipError::NoMac(self.interface.clone()))
     }
 
-    /// The address entries equal to the VIP on the interface (any prefix length).
-    async fn entries(
+    /// Address entries on the link `index`, optionally only those equal to `addr`.
+    async fn dump(
         &self,
-    ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>, VipError> {
-        let (index, _) = self.link().await?;
+        index: u32,
+        addr: Option<IpAddr>,
+    ) -> Result<Vec<AddressMessage>, VipError> {
         let mut attempt = 1;
         loop {
-            let dump = self
-                .handle
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .set_address_filter(self.addr)
-                .execute()
-                .try_collect()
-                .await;
+            let mut request = self.handle.address().get().set_link_index_filter(index);
+            if let Some(addr) = addr {
+                request = request.set_address_filter(addr);
+            }
+            let dump = request.execute().try_collect().await;
             match dump {
                 // The kernel interrupts a dump when the address list changes under it
                 // (EBUSY); a fresh dump sees the new list.
@@ -149,32 +206,19 @@ impl Vip {
         }
     }
 
-    /// Loopback addresses are local to every host already; they are never added, removed or
-    /// announced (a demo or test VIP of 127.0.0.1 or ::1 must not take the host's loopback
-    /// address with it on shutdown).
-    fn is_loopback(&self) -> bool {
-        self.addr.is_loopback()
-    }
-
-    pub async fn is_present(&self) -> Result<bool, VipError> {
-        if self.is_loopback() {
-            return Ok(true);
-        }
-        Ok(!self.entries().await?.is_empty())
-    }
-
-    /// Adds the VIP; already present is success.
-    pub async fn add(&self) -> Result<(), VipError> {
-        if self.is_loopback() {
-            return Ok(());
-        }
-        let (index, _) = self.link().await?;
+    async fn add_on(&self, interface: &str) -> Result<(), VipError> {
+        let (index, _) = self.link_of(interface).await?;
         let mut request = self
             .handle
             .address()
             .add(index, self.addr, self.host_prefix());
+        let message = request.message_mut();
+        message
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                ALIVE_PROTO,
+            )));
         if self.addr.is_ipv6() {
-            let message = request.message_mut();
             message.header.flags |= AddressHeaderFlags::Nodad;
             message
                 .attributes
@@ -187,19 +231,23 @@ impl Vip {
         }
     }
 
-    /// Removes the VIP's host-prefix entries (/32, /128: the ones we add) from the interface.
+    /// Removes the VIP's host-prefix entries (/32, /128: the ones we add) from `interface`.
     /// Entries of the same address with another prefix were configured by the operator and
-    /// are left alone. Returns whether anything was removed.
-    pub async fn remove(&self) -> Result<bool, VipError> {
-        if self.is_loopback() {
-            return Ok(false);
-        }
+    /// are left alone; with `only_ours`, so are entries another program added.
+    async fn remove_from(&self, interface: &str, only_ours: bool) -> Result<bool, VipError> {
+        let (index, _) = self.link_of(interface).await?;
         let host_prefix = self.host_prefix();
+        let ours = |entry: &AddressMessage| {
+            entry.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Protocol(AddressProtocol::Other(p)) if *p == ALIVE_PROTO)
+            })
+        };
         let entries: Vec<_> = self
-            .entries()
+            .dump(index, Some(self.addr))
             .await?
             .into_iter()
             .filter(|entry| entry.header.prefix_len == host_prefix)
+            .filter(|entry| !only_ours || ours(entry))
             .collect();
         let found = !entries.is_empty();
         for entry in entries {
@@ -210,5 +258,103 @@ impl Vip {
             }
         }
         Ok(found)
+    }
+
+    /// Loopback addresses are local to every host already; they are never added, removed,
+    /// parked or announced (a demo or test VIP of 127.0.0.1 or ::1 must not take the host's
+    /// loopback address with it on shutdown).
+    fn is_loopback(&self) -> bool {
+        self.addr.is_loopback()
+    }
+}
+
+fn entry_addr(entry: &AddressMessage) -> Option<IpAddr> {
+    // IPv4 puts the local address in IFA_LOCAL (IFA_ADDRESS is the peer on p2p links).
+    let local = entry.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        entry.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+impl VipOps for Vip {
+    fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    async fn link(&self) -> Result<(u32, Option<[u8; 6]>), VipError> {
+        self.bounded("get link", self.link_of(&self.interface))
+            .await
+    }
+
+    async fn is_present(&self) -> Result<bool, VipError> {
+        if self.is_loopback() {
+            return Ok(true);
+        }
+        self.bounded("list", async {
+            let (index, _) = self.link_of(&self.interface).await?;
+            Ok(!self.dump(index, Some(self.addr)).await?.is_empty())
+        })
+        .await
+    }
+
+    async fn add(&self) -> Result<(), VipError> {
+        if self.is_loopback() {
+            return Ok(());
+        }
+        self.bounded("add", self.add_on(&self.interface)).await
+    }
+
+    async fn remove(&self) -> Result<bool, VipError> {
+        if self.is_loopback() {
+            return Ok(false);
+        }
+        self.bounded("remove", self.remove_from(&self.interface, false))
+            .await
+    }
+
+    async fn park(&self) -> Result<(), VipError> {
+        if self.is_loopback() {
+            return Ok(());
+        }
+        self.bounded("park", self.add_on(LOOPBACK)).await
+    }
+
+    async fn unpark(&self) -> Result<bool, VipError> {
+        if self.is_loopback() {
+            return Ok(false);
+        }
+        self.bounded("unpark", self.remove_from(LOOPBACK, true))
+            .await
+    }
+
+    async fn host_address(&self) -> Result<Option<IpAddr>, VipError> {
+        self.bounded("list", async {
+            let (index, _) = self.link_of(&self.interface).await?;
+            let entries = self.dump(index, None).await?;
+            let candidates = entries
+                .iter()
+                .filter_map(|e| Some((e.header.scope, entry_addr(e)?)))
+                .filter(|(_, ip)| ip.is_ipv4() == self.addr.is_ipv4() && *ip != self.addr);
+            let mut link_local = None;
+            for (scope, ip) in candidates {
+                match scope {
+                    AddressScope::Universe => return Ok(Some(ip)),
+                    AddressScope::Link if link_local.is_none() => link_local = Some(ip),
+                    _ => {}
+                }
+            }
+            Ok(link_local)
+        })
+        .await
     }
 }

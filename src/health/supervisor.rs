@@ -33,7 +33,8 @@ pub struct HealthSupervisor {
 }
 
 enum Command {
-    Apply(Box<Plan>),
+    /// The plan, and who waits for it to be in force.
+    Apply(Box<Plan>, Option<tokio::sync::oneshot::Sender<()>>),
     Shutdown,
 }
 
@@ -65,11 +66,21 @@ impl HealthSupervisor {
     pub fn apply_plan(&self, plan: &Plan) {
         if self
             .commands
-            .send(Command::Apply(Box::new(plan.clone())))
+            .send(Command::Apply(Box::new(plan.clone()), None))
             .is_err()
         {
             tracing::warn!("health supervisor is not running; reload ignored");
         }
+    }
+
+    /// [`HealthSupervisor::apply_plan`], answering once the new checkers run and every
+    /// backend's status was re-sent. `false`: the supervisor is gone.
+    pub async fn apply(&self, plan: &Plan) -> bool {
+        let (done, answered) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Apply(Box::new(plan.clone()), Some(done)))
+            .is_ok()
+            && answered.await.is_ok()
     }
 
     /// Stops every checker (killing running MISC_CHECK scripts) and waits for them.
@@ -124,7 +135,13 @@ impl Actor {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Apply(plan)) => self.apply(&plan),
+                    Some(Command::Apply(plan, done)) => {
+                        self.apply(&plan);
+                        if let Some(done) = done {
+                            // The caller may have stopped waiting.
+                            let _ = done.send(());
+                        }
+                    }
                     Some(Command::Shutdown) | None => break,
                 },
                 Some(report) = reports.recv() => self.on_report(report),

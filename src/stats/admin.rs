@@ -20,9 +20,11 @@ use crate::config::AdminPlan;
 use super::{StatsRegistry, http, prometheus, socket};
 
 /// Set by the app once the config is loaded and the listeners are up; `/readyz` reports it.
+/// Also not ready while HA cannot remove a VIP that must leave this host.
 #[derive(Debug, Default)]
 pub struct Readiness {
     ready: AtomicBool,
+    control: std::sync::OnceLock<Arc<super::ControlState>>,
 }
 
 impl Readiness {
@@ -34,8 +36,15 @@ impl Readiness {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Consult `control` too: a VIP stuck on this host makes it not ready.
+    pub fn watch(&self, control: Arc<super::ControlState>) {
+        // Set once per process; a second call would watch the same state.
+        let _ = self.control.set(control);
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self.control.get().is_none_or(|c| !c.removal_pending())
     }
 }
 

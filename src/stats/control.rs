@@ -1,16 +1,18 @@
 //! Control-plane state for reporting: what health concluded about each backend, who holds
-//! each VIP, and what the plan says (schedulers, configured weights). Health, HA and the app
-//! push into it; snapshots read it. Never touched by the data plane, so a plain mutex is fine.
+//! each VIP, every HA failure and reload result, and what the plan says (schedulers,
+//! configured weights). Health and HA push into it through their observer traits, the app
+//! directly; snapshots read it. Never touched by the data plane, so a plain mutex is fine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendKey, LockPlan, Plan};
+pub use crate::ha::status::{CertExpiry, VipRole, VipView};
+use crate::ha::{HaFailure, HaObserver};
 use crate::health::BackendStatus;
 
 use super::registry::lock;
@@ -26,6 +28,16 @@ pub(crate) struct ControlInner {
     pub(crate) plan: Option<PlanView>,
     pub(crate) health: HashMap<BackendKey, HealthView>,
     pub(crate) vips: BTreeMap<String, VipView>,
+    /// HA failures since start, per (instance, kind).
+    pub(crate) ha_failures: BTreeMap<(String, HaFailure), u64>,
+    pub(crate) reloads: ReloadCounts,
+}
+
+/// Reloads since start, by result.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub success: u64,
+    pub failure: u64,
 }
 
 /// What the snapshot needs from the plan: services in configuration order.
@@ -92,68 +104,6 @@ fn split(status: BackendStatus) -> (HealthState, u32) {
     }
 }
 
-/// One VIP instance's ownership as HA sees it. Build with `..VipView::default()` for the
-/// fields that do not apply (e.g. `cert_expiry` without a kube lock).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VipView {
-    /// Who holds the lease / is VRRP master, as far as this host knows.
-    pub holder: Option<String>,
-    pub role: VipRole,
-    /// When `role` last changed.
-    pub since: SystemTime,
-    /// Role changes since the process started.
-    pub transitions: u64,
-    /// The lock endpoint in use: kubeconfig path, etcd endpoint, or peer address.
-    pub lock_endpoint: Option<String>,
-    /// Client certificate expiry of each configured kubeconfig, in configured order.
-    pub cert_expiry: Vec<CertExpiry>,
-    /// The last error talking to the lock, if the last attempt failed.
-    pub last_error: Option<String>,
-}
-
-impl Default for VipView {
-    fn default() -> VipView {
-        VipView {
-            holder: None,
-            role: VipRole::Init,
-            since: SystemTime::UNIX_EPOCH,
-            transitions: 0,
-            lock_endpoint: None,
-            cert_expiry: Vec::new(),
-            last_error: None,
-        }
-    }
-}
-
-/// keepalived's names, which operators already read in logs: MASTER holds the VIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VipRole {
-    Init,
-    Master,
-    Backup,
-    Fault,
-}
-
-impl VipRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            VipRole::Init => "INIT",
-            VipRole::Master => "MASTER",
-            VipRole::Backup => "BACKUP",
-            VipRole::Fault => "FAULT",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CertExpiry {
-    pub kubeconfig: PathBuf,
-    /// `None` when the kubeconfig has no client certificate (token auth) or could not be read.
-    pub not_after: Option<SystemTime>,
-    pub error: Option<String>,
-}
-
 impl ControlState {
     pub fn new() -> ControlState {
         ControlState::default()
@@ -193,6 +143,21 @@ impl ControlState {
     /// HA's view of one VIP instance (replaces the previous one).
     pub fn vip_state(&self, instance: &str, view: VipView) {
         lock(&self.inner).vips.insert(instance.to_owned(), view);
+    }
+
+    /// One reload finished; `ok` when the new plan is in force everywhere.
+    pub fn reload_result(&self, ok: bool) {
+        let mut inner = lock(&self.inner);
+        if ok {
+            inner.reloads.success += 1;
+        } else {
+            inner.reloads.failure += 1;
+        }
+    }
+
+    /// Whether any instance has a VIP it should have removed but could not.
+    pub fn removal_pending(&self) -> bool {
+        lock(&self.inner).vips.values().any(|v| v.removal_pending)
     }
 
     /// The plan now in force: which services and backends exist, schedulers, weights.
@@ -250,6 +215,19 @@ impl ControlState {
 
     pub(crate) fn read(&self) -> ControlInner {
         lock(&self.inner).clone()
+    }
+}
+
+impl HaObserver for ControlState {
+    fn vip_state(&self, instance: &str, view: VipView) {
+        ControlState::vip_state(self, instance, view);
+    }
+
+    fn failure(&self, instance: &str, failure: HaFailure) {
+        *lock(&self.inner)
+            .ha_failures
+            .entry((instance.to_owned(), failure))
+            .or_insert(0) += 1;
     }
 }
 

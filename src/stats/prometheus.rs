@@ -24,6 +24,7 @@ use super::admin::Readiness;
 use super::control::{HealthState, VipRole, VipView, unix_seconds};
 use super::histogram::LatencySummary;
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
+use crate::ha::HaFailure;
 
 /// `Content-Type` of what [`render`] and the `/metrics` endpoint produce.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -439,5 +440,60 @@ fn encode_snapshot(
         Some(&Unit::Seconds),
         &expiry,
     )?;
-    Ok(())
+    let pending: Vec<(Labels, u64)> = vips
+        .iter()
+        .map(|(labels, v)| (labels.clone(), u64::from(v.removal_pending)))
+        .collect();
+    gauges(
+        e,
+        "vip_removal_pending",
+        "1 while a VIP that must leave this host cannot be removed (the lease is kept)",
+        None,
+        &pending,
+    )?;
+    encode_control_failures(e, snapshot)
+}
+
+/// HA failures (every kind for every instance, zeros included, so `increase()` alerts
+/// work from the first failure) and reload results.
+fn encode_control_failures(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) -> fmt::Result {
+    let mut failures: Vec<(Labels, u64)> = Vec::new();
+    for instance in &snapshot.instances {
+        for kind in HaFailure::ALL {
+            let count = snapshot
+                .ha_failures
+                .iter()
+                .find(|f| f.instance == instance.name && f.kind == kind.name())
+                .map_or(0, |f| f.count);
+            failures.push((
+                vec![
+                    ("instance", instance.name.clone()),
+                    ("kind", kind.name().to_owned()),
+                ],
+                count,
+            ));
+        }
+    }
+    counters(
+        e,
+        "ha_failures",
+        "HA control-loop failures: lease reads/writes, missed deadlines, VIP add/remove/check, announcements, conflicting claims, handover forwarding and parking",
+        &failures,
+    )?;
+    let reloads = vec![
+        (
+            vec![("result", "success".to_owned())],
+            snapshot.reloads.success,
+        ),
+        (
+            vec![("result", "failure".to_owned())],
+            snapshot.reloads.failure,
+        ),
+    ];
+    counters(
+        e,
+        "config_reloads",
+        "Configuration reloads by result (failure: the previous configuration kept serving)",
+        &reloads,
+    )
 }

@@ -31,6 +31,26 @@ pub struct StatsSnapshot {
     /// sessions were still open).
     pub services: Vec<ServiceSnapshot>,
     pub instances: Vec<InstanceSnapshot>,
+    /// HA control-loop failures since start, per instance and kind (non-zero ones).
+    #[serde(default)]
+    pub ha_failures: Vec<HaFailureCount>,
+    /// Config reloads since start.
+    #[serde(default)]
+    pub reloads: ReloadSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaFailureCount {
+    pub instance: String,
+    /// [`crate::ha::HaFailure::name`].
+    pub kind: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadSnapshot {
+    pub success: u64,
+    pub failure: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,6 +317,19 @@ impl StatsRegistry {
             workers: shards.len(),
             services: service_snapshots,
             instances,
+            ha_failures: control
+                .ha_failures
+                .iter()
+                .map(|((instance, kind), count)| HaFailureCount {
+                    instance: instance.clone(),
+                    kind: kind.name().to_owned(),
+                    count: *count,
+                })
+                .collect(),
+            reloads: ReloadSnapshot {
+                success: control.reloads.success,
+                failure: control.reloads.failure,
+            },
         }
     }
 }

@@ -289,6 +289,8 @@ mod tests {
                 backends: Vec::new(),
             }],
             instances: Vec::new(),
+            ha_failures: Vec::new(),
+            reloads: Default::default(),
         }
     }
 

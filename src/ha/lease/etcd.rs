@@ -4,6 +4,7 @@
 //! - `get`: the key; version = its `mod_revision`.
 //! - `create`: `txn(create_revision(key) == 0) put`.
 //! - `update`: `txn(mod_revision(key) == prev.version) put`; a failed compare is `Conflict`.
+//! - A planned release stores its [`HandoverNote`] in the value's `handover` field.
 //! - Every write that names a holder first grants a fresh etcd lease with
 //!   `TTL = ceil(lease duration)` and attaches the key to it. A superseded etcd lease just
 //!   runs out (no key is attached to it any more). This replaces a keep-alive stream: two
@@ -21,7 +22,9 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
-use super::{LeaseError, LeaseRecord, LeaseStore};
+use super::{HandoverNote, LeaseError, LeaseRecord, LeaseStore};
+use crate::config::plan::LockPlan;
+use crate::ha::timing::Timing;
 
 /// What the key holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +32,8 @@ struct Value {
     holder: Option<String>,
     duration_ms: u64,
     transitions: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handover: Option<HandoverNote>,
 }
 
 pub struct EtcdStore {
@@ -67,11 +72,13 @@ impl EtcdStore {
         holder: Option<&str>,
         duration: Duration,
         transitions: u32,
+        handover: Option<HandoverNote>,
     ) -> Result<LeaseRecord, LeaseError> {
         let value = Value {
             holder: holder.map(str::to_owned),
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             transitions,
+            handover,
         };
         let bytes = serde_json::to_vec(&value).map_err(|e| LeaseError::Invalid(e.to_string()))?;
         let key = self.key.clone();
@@ -101,11 +108,22 @@ impl EtcdStore {
             version: revision.to_string(),
             duration,
             transitions,
+            handover,
         })
     }
 }
 
 impl LeaseStore for EtcdStore {
+    fn retune(&mut self, lock: &LockPlan, _timing: &Timing) {
+        if let LockPlan::Etcd(lock) = lock
+            && lock.endpoints != self.endpoints
+        {
+            self.endpoints.clone_from(&lock.endpoints);
+            // Reconnects to the new endpoints at the next call.
+            self.client = None;
+        }
+    }
+
     fn endpoint(&self) -> String {
         self.endpoints.join(",")
     }
@@ -125,6 +143,7 @@ impl LeaseStore for EtcdStore {
             version: kv.mod_revision().to_string(),
             duration: Duration::from_millis(value.duration_ms),
             transitions: value.transitions,
+            handover: value.handover,
         }))
     }
 
@@ -134,7 +153,7 @@ impl LeaseStore for EtcdStore {
         duration: Duration,
     ) -> Result<LeaseRecord, LeaseError> {
         let guard = Compare::create_revision(self.key.clone(), CompareOp::Equal, 0);
-        self.write(guard, Some(holder), duration, 0).await
+        self.write(guard, Some(holder), duration, 0, None).await
     }
 
     async fn update(
@@ -142,6 +161,7 @@ impl LeaseStore for EtcdStore {
         prev: &LeaseRecord,
         holder: Option<&str>,
         duration: Duration,
+        handover: Option<HandoverNote>,
     ) -> Result<LeaseRecord, LeaseError> {
         let revision: i64 = prev
             .version
@@ -150,7 +170,8 @@ impl LeaseStore for EtcdStore {
         let guard = Compare::mod_revision(self.key.clone(), CompareOp::Equal, revision);
         let changes_holder = holder.is_some() && holder != prev.holder.as_deref();
         let transitions = prev.transitions + u32::from(changes_holder);
-        self.write(guard, holder, duration, transitions).await
+        self.write(guard, holder, duration, transitions, handover)
+            .await
     }
 }
 

@@ -19,7 +19,9 @@
 //! new holder takes over, unchanged on renew and on release (empty holder). Updates are
 //! optimistic: the `resourceVersion` of the record the caller saw goes with the write, and a
 //! 409 means someone else wrote in between. Timestamps are informational only; expiry is
-//! judged by the ownership state machine on its own monotonic clock.
+//! judged by the ownership state machine on its own monotonic clock. A planned release's
+//! [`HandoverNote`] is the annotation [`HANDOVER_ANNOTATION`] (JSON); every other write
+//! removes it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +34,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::{LeaseError, LeaseRecord, LeaseStore};
-use crate::config::plan::KubeLock;
+use super::{HandoverNote, LeaseError, LeaseRecord, LeaseStore};
+
+/// Where a released Lease carries the previous holder's handover note.
+pub const HANDOVER_ANNOTATION: &str = "alive-proxy.io/handover";
+use crate::config::plan::{KubeLock, LockPlan};
+use crate::ha::timing::Timing;
 
 /// Tuning of the store; [`KubeStoreOptions::within`] derives it from the renew deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +234,34 @@ impl Drop for KubeLeaseStore {
 }
 
 impl LeaseStore for KubeLeaseStore {
+    fn retune(&mut self, lock: &LockPlan, timing: &Timing) {
+        let LockPlan::Kube(lock) = lock else {
+            return;
+        };
+        self.options = KubeStoreOptions::within(timing.renew_deadline, lock.kubeconfigs.len());
+        let paths: Vec<&PathBuf> = self.targets.iter().map(|t| &t.path).collect();
+        if lock.kubeconfigs.iter().collect::<Vec<_>>() != paths {
+            if let Some(probe) = self.probe.take() {
+                probe.abort();
+            }
+            self.targets = lock
+                .kubeconfigs
+                .iter()
+                .map(|path| Target {
+                    path: path.clone(),
+                    api: None,
+                })
+                .collect();
+            self.active = 0;
+            self.primary_ok.store(false, Ordering::SeqCst);
+        } else {
+            // New timeouts: rebuild the clients at their next use.
+            for target in &mut self.targets {
+                target.api = None;
+            }
+        }
+    }
+
     fn endpoint(&self) -> String {
         self.targets
             .get(self.active)
@@ -278,12 +312,13 @@ impl LeaseStore for KubeLeaseStore {
         prev: &LeaseRecord,
         holder: Option<&str>,
         duration: Duration,
+        handover: Option<HandoverNote>,
     ) -> Result<LeaseRecord, LeaseError> {
         let base = self
             .last
             .as_ref()
             .filter(|l| l.metadata.resource_version.as_deref() == Some(prev.version.as_str()));
-        let lease = next_lease(
+        let mut lease = next_lease(
             base,
             &self.name,
             &self.namespace,
@@ -292,6 +327,7 @@ impl LeaseStore for KubeLeaseStore {
             duration,
             Timestamp::now(),
         );
+        set_handover(&mut lease, handover)?;
         let name = self.name.clone();
         let updated = self
             .run("update", |api| {
@@ -398,7 +434,35 @@ fn record_of(lease: &Lease) -> Result<LeaseRecord, LeaseError> {
             .and_then(|s| s.lease_transitions)
             .and_then(|t| u32::try_from(t).ok())
             .unwrap_or(0),
+        // A note someone else mangled is no note: forwarding is an optimisation.
+        handover: lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(HANDOVER_ANNOTATION))
+            .and_then(|text| serde_json::from_str(text).ok()),
     })
+}
+
+fn set_handover(lease: &mut Lease, note: Option<HandoverNote>) -> Result<(), LeaseError> {
+    let annotations = lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    match note {
+        Some(note) => {
+            let text =
+                serde_json::to_string(&note).map_err(|e| LeaseError::Invalid(e.to_string()))?;
+            annotations.insert(HANDOVER_ANNOTATION.to_owned(), text);
+        }
+        None => {
+            annotations.remove(HANDOVER_ANNOTATION);
+        }
+    }
+    if annotations.is_empty() {
+        lease.metadata.annotations = None;
+    }
+    Ok(())
 }
 
 fn new_lease(
@@ -482,6 +546,7 @@ mod tests {
             version: "7".into(),
             duration: Duration::from_secs(2),
             transitions,
+            handover: None,
         }
     }
 
@@ -588,9 +653,25 @@ mod tests {
                 holder: Some("lb1".into()),
                 version: "7".into(),
                 duration: Duration::from_secs(2),
-                transitions: 3
+                transitions: 3,
+                handover: None,
             }
         );
+    }
+
+    #[test]
+    fn handover_note_goes_into_an_annotation_and_the_next_write_clears_it() {
+        let mut lease = stored("lb1", 100, 3);
+        let note = HandoverNote {
+            vip: "192.0.2.100".parse().expect("vip"),
+            address: "192.0.2.11".parse().expect("address"),
+            drain: Duration::from_millis(29_500),
+        };
+        set_handover(&mut lease, Some(note)).expect("note written");
+        assert_eq!(record_of(&lease).expect("record").handover, Some(note));
+        set_handover(&mut lease, None).expect("note cleared");
+        assert_eq!(record_of(&lease).expect("record").handover, None);
+        assert!(lease.metadata.annotations.is_none());
     }
 
     #[test]

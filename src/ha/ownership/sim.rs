@@ -1,6 +1,9 @@
 //! Seeded simulation: several hosts run [`Ownership`] against one linearizable lease record
 //! over a network that delays, loses and partitions messages, with clocks running at
-//! different rates. Asserts the VIP is never on two hosts at once.
+//! different rates, and netlink that fails removals now and then. Asserts the VIP is never
+//! on two hosts at once (except behind a removal that failed after the lease was already
+//! lost, which no lock can prevent) and that no host ever releases the lease while its VIP
+//! may still be on its interface.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -10,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::*;
+use crate::ha::lease::HandoverNote;
 
 /// Real time in microseconds.
 type Micros = u64;
@@ -18,7 +22,7 @@ type Micros = u64;
 enum Request {
     Get,
     Create(String, Duration),
-    Update(LeaseRecord, Option<String>, Duration),
+    Update(LeaseRecord, Option<String>, Duration, Option<HandoverNote>),
 }
 
 #[derive(Debug)]
@@ -30,8 +34,10 @@ enum Event {
     Answer(usize, u64, Outcome),
     /// The host's deadline for `call` passed.
     Timeout(usize, u64),
-    /// VIP add/remove takes effect (netlink latency).
+    /// VIP add takes effect (netlink latency).
     Vip(usize, bool),
+    /// A removal the host asked for finished (netlink latency), for the given reason.
+    Removed(usize, StepDownReason),
 }
 
 struct Host {
@@ -47,6 +53,10 @@ struct Host {
     stop_at: Option<Micros>,
     stopped: bool,
     vip: bool,
+    /// A removal is in flight (the driver waits for netlink).
+    removing: bool,
+    /// The VIP stayed after a failed removal although the lease was already lost.
+    stuck_unplanned: bool,
 }
 
 struct Store {
@@ -64,10 +74,15 @@ impl Store {
                 }
                 self.write(Some(holder), duration, 0)
             }
-            Request::Update(prev, holder, duration) => match &self.record {
+            Request::Update(prev, holder, duration, handover) => match &self.record {
                 Some(cur) if cur.version == prev.version => {
                     let transitions = cur.transitions + u32::from(cur.holder != holder);
-                    self.write(holder, duration, transitions)
+                    let rec = self.write(holder, duration, transitions);
+                    if let (Outcome::Wrote(_), Some(record)) = (&rec, self.record.as_mut()) {
+                        record.handover = handover;
+                        return Outcome::Wrote(record.clone());
+                    }
+                    rec
                 }
                 _ => Outcome::Conflict,
             },
@@ -81,6 +96,7 @@ impl Store {
             version: self.version.to_string(),
             duration,
             transitions,
+            handover: None,
         };
         self.record = Some(rec.clone());
         Outcome::Wrote(rec)
@@ -95,6 +111,8 @@ pub struct Scenario {
     pub loss: f64,
     pub max_delay: Micros,
     pub netlink_delay: Micros,
+    /// Probability that one VIP removal fails (it is then retried).
+    pub removal_failure: f64,
     pub run_for: Micros,
 }
 
@@ -105,6 +123,9 @@ pub struct Report {
     pub takeovers: usize,
     /// When each host's VIP came (`true`) and went, in order.
     pub vip_changes: Vec<(Micros, usize, bool)>,
+    /// Releases that reached the store while the releasing host still had the VIP.
+    pub released_with_vip: Vec<(Micros, usize)>,
+    pub failed_removals: usize,
 }
 
 struct Sim {
@@ -154,7 +175,7 @@ impl Sim {
 
     /// Run the host's state machine until it waits or has a call out.
     fn step(&mut self, h: usize) {
-        if !self.alive(h) || self.hosts[h].waiting_on_call {
+        if !self.alive(h) || self.hosts[h].waiting_on_call || self.hosts[h].removing {
             return;
         }
         if let Some(stop_at) = self.hosts[h].stop_at
@@ -162,7 +183,8 @@ impl Sim {
             && !self.hosts[h].stopped
         {
             self.hosts[h].stopped = true;
-            self.hosts[h].fsm.stop();
+            let local = self.local(h, self.now);
+            self.hosts[h].fsm.stop(local);
         }
         for _ in 0..16 {
             let local = self.local(h, self.now);
@@ -179,16 +201,17 @@ impl Sim {
                     }
                     return;
                 }
-                Decision::TakeOver => {
+                Decision::TakeOver { .. } => {
                     self.report.takeovers += 1;
                     let at = self.now + self.sc.netlink_delay;
                     self.push(at, Event::Vip(h, true));
                     continue;
                 }
-                Decision::StepDown(_) => {
+                Decision::StepDown(reason) => {
+                    self.hosts[h].removing = true;
                     let at = self.now + self.sc.netlink_delay;
-                    self.push(at, Event::Vip(h, false));
-                    continue;
+                    self.push(at, Event::Removed(h, reason));
+                    return;
                 }
                 Decision::Stopped => return,
                 Decision::Get { deadline } => (Request::Get, deadline),
@@ -200,9 +223,10 @@ impl Sim {
                     prev,
                     holder,
                     duration,
+                    handover,
                     deadline,
                     ..
-                } => (Request::Update(prev, holder, duration), deadline),
+                } => (Request::Update(prev, holder, duration, handover), deadline),
             };
             self.hosts[h].call += 1;
             self.hosts[h].waiting_on_call = true;
@@ -222,6 +246,11 @@ impl Sim {
         match event {
             Event::Wake(h) => self.step(h),
             Event::Arrive(h, call, req) => {
+                if let Request::Update(_, None, ..) = &req
+                    && self.hosts[h].vip
+                {
+                    self.report.released_with_vip.push((self.now, h));
+                }
                 let outcome = self.store.apply(req);
                 // The answer travels back through the same network.
                 if self.reachable(h) && !self.rng.random_bool(self.sc.loss) {
@@ -236,6 +265,35 @@ impl Sim {
                     self.hosts[h].vip = on;
                     self.report.vip_changes.push((self.now, h, on));
                 }
+                if on {
+                    self.hosts[h].stuck_unplanned = false;
+                }
+            }
+            Event::Removed(h, reason) => {
+                if !self.alive(h) {
+                    return;
+                }
+                let ok = !self.rng.random_bool(self.sc.removal_failure);
+                if ok {
+                    self.hosts[h].stuck_unplanned = false;
+                    if self.hosts[h].vip {
+                        self.hosts[h].vip = false;
+                        self.report.vip_changes.push((self.now, h, false));
+                    }
+                } else {
+                    self.report.failed_removals += 1;
+                    if matches!(
+                        reason,
+                        StepDownReason::DeadlineMissed | StepDownReason::Lost
+                    ) && self.hosts[h].vip
+                    {
+                        self.hosts[h].stuck_unplanned = true;
+                    }
+                }
+                self.hosts[h].removing = false;
+                let local = self.local(h, self.now);
+                self.hosts[h].fsm.vip_removed(local, ok);
+                self.step(h);
             }
         }
     }
@@ -263,7 +321,8 @@ impl Sim {
         if !holders.is_empty() {
             self.report.held_for += self.now.saturating_sub(prev_now);
         }
-        if holders.len() > 1 {
+        let excused = holders.iter().any(|&h| self.hosts[h].stuck_unplanned);
+        if holders.len() > 1 && !excused {
             self.report.overlaps.push((self.now, holders));
         }
     }
@@ -287,6 +346,8 @@ pub fn run(seed: u64, sc: Scenario, setup: impl FnOnce(&mut [HostPlan], &mut Std
             stop_at: p.stop_at,
             stopped: false,
             vip: false,
+            removing: false,
+            stuck_unplanned: false,
         })
         .collect();
     let mut sim = Sim {
@@ -306,6 +367,8 @@ pub fn run(seed: u64, sc: Scenario, setup: impl FnOnce(&mut [HostPlan], &mut Std
             held_for: 0,
             takeovers: 0,
             vip_changes: Vec::new(),
+            released_with_vip: Vec::new(),
+            failed_removals: 0,
         },
         sc,
     };
@@ -346,6 +409,7 @@ fn seed_scenario(hosts: usize, timing: Timing, rate_error: f64) -> Scenario {
         loss: 0.05,
         max_delay: 80_000,
         netlink_delay: 5_000,
+        removal_failure: 0.0,
         run_for: 120_000_000,
     }
 }
@@ -380,6 +444,11 @@ fn never_two_holders_under_loss_partitions_and_one_percent_clock_drift() {
             &report.overlaps[..report.overlaps.len().min(5)]
         );
         assert!(
+            report.released_with_vip.is_empty(),
+            "seed {seed}: released with the VIP at {:?}",
+            report.released_with_vip
+        );
+        assert!(
             report.takeovers > 0,
             "seed {seed}: nobody ever took the VIP"
         );
@@ -389,6 +458,33 @@ fn never_two_holders_under_loss_partitions_and_one_percent_clock_drift() {
             report.held_for / 1000
         );
     }
+}
+
+#[test]
+fn failing_removals_never_release_a_lease_while_the_vip_is_still_here() {
+    let timing = Timing::from_checks(Duration::from_secs(1), Duration::from_secs(3));
+    let mut failed = 0;
+    for seed in 200..230 {
+        let hosts = 2 + (seed as usize % 2);
+        let mut sc = seed_scenario(hosts, timing, 0.01);
+        sc.removal_failure = 0.4;
+        let report = run(seed, sc, chaos);
+        failed += report.failed_removals;
+        assert!(
+            report.released_with_vip.is_empty(),
+            "seed {seed}: released while the VIP was still on the host at {:?}",
+            report.released_with_vip
+        );
+        assert!(
+            report.overlaps.is_empty(),
+            "seed {seed}: VIP on several hosts at {:?}",
+            &report.overlaps[..report.overlaps.len().min(5)]
+        );
+    }
+    assert!(
+        failed > 50,
+        "the scenario injected only {failed} failed removals"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::ha::lease::HandoverNote;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -18,6 +19,7 @@ fn record(holder: Option<&str>, version: &str) -> LeaseRecord {
         version: version.to_owned(),
         duration: ms(2000),
         transitions: 0,
+        handover: None,
     }
 }
 
@@ -34,7 +36,7 @@ fn holder_at(t0: Instant) -> Ownership {
     let mut o = standby_after_read(None, t0);
     assert!(matches!(o.poll(t0), Decision::Create { .. }));
     o.complete(t0, Outcome::Wrote(record(Some("me"), "1")));
-    assert_eq!(o.poll(t0), Decision::TakeOver);
+    assert_eq!(o.poll(t0), Decision::TakeOver { forward: None });
     o
 }
 
@@ -214,8 +216,9 @@ fn renew_conflict_with_rival_record_steps_down() {
 fn stop_while_holding_removes_vip_before_releasing() {
     let t0 = Instant::now();
     let mut o = holder_at(t0);
-    o.stop();
+    o.stop(t0);
     assert_eq!(o.poll(t0), Decision::StepDown(StepDownReason::Shutdown));
+    o.vip_removed(t0, true);
     match o.poll(t0) {
         Decision::Update {
             purpose: Purpose::Release,
@@ -232,7 +235,7 @@ fn stop_while_holding_removes_vip_before_releasing() {
 fn stop_while_standby_stops_at_once() {
     let t0 = Instant::now();
     let mut o = standby_after_read(Some(record(Some("rival"), "1")), t0);
-    o.stop();
+    o.stop(t0);
     assert_eq!(o.poll(t0), Decision::Stopped);
 }
 
@@ -241,7 +244,7 @@ fn stop_during_acquire_gives_lease_back_without_taking_vip() {
     let t0 = Instant::now();
     let mut o = standby_after_read(None, t0);
     assert!(matches!(o.poll(t0), Decision::Create { .. }));
-    o.stop();
+    o.stop(t0);
     o.complete(t0, Outcome::Wrote(record(Some("me"), "1")));
     assert!(matches!(
         o.poll(t0),
@@ -259,7 +262,7 @@ fn acquire_answer_after_deadline_does_not_take_over() {
     assert!(matches!(o.poll(t0), Decision::Create { .. }));
     let late = t0 + timing().renew_deadline;
     o.complete(late, Outcome::Wrote(record(Some("me"), "1")));
-    assert_ne!(o.poll(late), Decision::TakeOver);
+    assert_ne!(o.poll(late), Decision::TakeOver { forward: None });
     assert_eq!(o.role(), Role::Standby);
 }
 
@@ -269,6 +272,7 @@ fn resigning_holder_steps_down_releases_and_stays_out_during_hold_off() {
     let mut o = holder_at(t0);
     o.resign(t0, ms(4000));
     assert_eq!(o.poll(t0), Decision::StepDown(StepDownReason::Resigned));
+    o.vip_removed(t0, true);
     match o.poll(t0) {
         Decision::Update {
             purpose: Purpose::Release,
@@ -306,4 +310,167 @@ fn resigning_holder_steps_down_releases_and_stays_out_during_hold_off() {
         }
     }
     assert!(acquired, "did not take the free lease after the hold-off");
+}
+
+#[test]
+fn failed_vip_removal_on_stop_keeps_renewing_and_never_releases_until_confirmed() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    o.stop(t0);
+    assert_eq!(o.poll(t0), Decision::StepDown(StepDownReason::Shutdown));
+    o.vip_removed(t0, false);
+    assert!(o.removal_pending(), "a failed removal must show");
+    let mut now = t0;
+    let mut renewals = 0;
+    let mut retries = 0;
+    let mut version = 1;
+    while now < t0 + ms(3000) {
+        match o.poll(now) {
+            Decision::Wait(until) => now = until,
+            Decision::StepDown(StepDownReason::Shutdown) => {
+                retries += 1;
+                o.vip_removed(now, false);
+            }
+            Decision::Update {
+                purpose: Purpose::Renew,
+                ..
+            } => {
+                renewals += 1;
+                version += 1;
+                o.complete(
+                    now,
+                    Outcome::Wrote(record(Some("me"), &version.to_string())),
+                );
+            }
+            other => panic!(
+                "released or stopped while the VIP may still be here at {:?}: {other:?}",
+                now - t0
+            ),
+        }
+    }
+    assert!(renewals >= 5, "kept the lease with {renewals} renewals");
+    assert!(retries >= 20, "retried the removal only {retries} times");
+    // Once the removal works, the release follows.
+    loop {
+        match o.poll(now) {
+            Decision::Wait(until) => now = until,
+            Decision::StepDown(_) => o.vip_removed(now, true),
+            Decision::Update {
+                purpose: Purpose::Renew,
+                ..
+            } => o.complete(now, Outcome::Failed),
+            Decision::Update {
+                purpose: Purpose::Release,
+                ..
+            } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!o.removal_pending());
+}
+
+#[test]
+fn lost_lease_keeps_retrying_a_failed_removal() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    let t1 = t0 + ms(500);
+    assert!(matches!(o.poll(t1), Decision::Update { .. }));
+    o.complete(t1, Outcome::Conflict);
+    assert!(matches!(o.poll(t1), Decision::Get { .. }));
+    o.complete(t1, Outcome::Read(Some(record(Some("rival"), "3"))));
+    assert_eq!(o.poll(t1), Decision::StepDown(StepDownReason::Lost));
+    o.vip_removed(t1, false);
+    let mut now = t1;
+    let mut retried = false;
+    for _ in 0..20 {
+        match o.poll(now) {
+            Decision::Wait(until) => now = until,
+            Decision::StepDown(StepDownReason::Lost) => {
+                retried = true;
+                break;
+            }
+            Decision::Get { .. } => {
+                o.complete(now, Outcome::Read(Some(record(Some("rival"), "3"))))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(retried, "the failed removal was not retried");
+    assert!(now <= t1 + REMOVE_RETRY, "retried late: {:?}", now - t1);
+}
+
+#[test]
+fn planned_stop_writes_the_handover_note_with_the_release() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    let note = HandoverNote {
+        vip: "192.0.2.100".parse().expect("vip"),
+        address: "192.0.2.11".parse().expect("address"),
+        drain: ms(30_000),
+    };
+    o.stop_with(t0, Some(note));
+    assert_eq!(o.poll(t0), Decision::StepDown(StepDownReason::Shutdown));
+    o.vip_removed(t0, true);
+    match o.poll(t0) {
+        Decision::Update {
+            purpose: Purpose::Release,
+            handover,
+            ..
+        } => assert_eq!(handover, Some(note)),
+        other => panic!("expected the release with the note, got {other:?}"),
+    }
+}
+
+#[test]
+fn next_holder_forwards_for_the_drain_left_since_it_first_saw_the_note() {
+    let t0 = Instant::now();
+    let note = HandoverNote {
+        vip: "192.0.2.100".parse().expect("vip"),
+        address: "192.0.2.11".parse().expect("address"),
+        drain: ms(30_000),
+    };
+    let released = LeaseRecord {
+        handover: Some(note),
+        ..record(None, "9")
+    };
+    let mut o = standby_after_read(Some(released.clone()), t0);
+    let t1 = t0 + ms(100);
+    assert!(matches!(
+        o.poll(t1),
+        Decision::Update {
+            purpose: Purpose::Acquire,
+            ..
+        }
+    ));
+    o.complete(t1, Outcome::Wrote(record(Some("me"), "10")));
+    assert_eq!(
+        o.poll(t1),
+        Decision::TakeOver {
+            forward: Some(Forward {
+                vip: note.vip,
+                address: note.address,
+                until: t0 + ms(30_000),
+            })
+        }
+    );
+}
+
+#[test]
+fn a_longer_timing_on_reload_never_stretches_the_deadline_of_a_write_made_before() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    o.set_timing(Timing::from_checks(ms(2000), ms(10_000)));
+    let mut now = t0;
+    loop {
+        match o.poll(now) {
+            Decision::Wait(until) => now = until,
+            Decision::Update { .. } => o.complete(now, Outcome::Failed),
+            Decision::StepDown(reason) => {
+                assert_eq!(reason, StepDownReason::DeadlineMissed);
+                assert_eq!(now, t0 + ms(1500), "the old write's deadline must hold");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
