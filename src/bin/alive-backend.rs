@@ -6,7 +6,8 @@
 //! Modes:
 //! - `http` (default): HTTP/1.1 with keep-alive; every response body is
 //!   `backend <name> <listen addr>\n`. A request line `GET /peer` answers the address the
-//!   connection came from instead (what the backend sees of the client).
+//!   connection came from instead (what the backend sees of the client); `GET /bytes/N`
+//!   answers N bytes of [`pattern`] (a download whose every byte a client can check).
 //! - `echo`: every byte read is written back; EOF from the client half-closes the answer
 //!   (for byte-exact bulk and half-close tests).
 //! - `sink`: reads until EOF, then answers `<bytes> <fnv1a-64 hex>\n` and closes.
@@ -145,21 +146,50 @@ fn http(stream: TcpStream, banner: &str) -> io::Result<()> {
                 break;
             }
         }
-        let body = if request_line.starts_with("GET /peer ") {
-            format!("{peer}\n")
-        } else {
-            banner.to_string()
-        };
         let connection = if close { "close" } else { "keep-alive" };
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
-            body.len()
-        );
-        writer.write_all(response.as_bytes())?;
+        if let Some(size) = request_line
+            .strip_prefix("GET /bytes/")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: {connection}\r\n\r\n"
+            );
+            writer.write_all(head.as_bytes())?;
+            write_pattern(&mut writer, size)?;
+        } else {
+            let body = if request_line.starts_with("GET /peer ") {
+                format!("{peer}\n")
+            } else {
+                banner.to_string()
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+                body.len()
+            );
+            writer.write_all(response.as_bytes())?;
+        }
         if close {
             return writer.shutdown(Shutdown::Write);
         }
     }
+}
+
+/// Byte `i` of every `/bytes/N` answer: a 251-byte cycle (prime, so it never lines up
+/// with buffer sizes and a lost or repeated chunk shows).
+pub fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+fn write_pattern(writer: &mut TcpStream, size: u64) -> io::Result<()> {
+    let chunk: Vec<u8> = (0..251 * 256).map(pattern).collect();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64);
+        writer.write_all(&chunk[..n as usize])?;
+        left -= n;
+    }
+    Ok(())
 }
 
 fn echo(mut stream: TcpStream) -> io::Result<()> {

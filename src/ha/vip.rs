@@ -8,7 +8,11 @@
 //! The VIP goes on as a host address (/32 or /128), so it brings no prefix route of its own
 //! and never becomes the primary address of the interface's subnet. IPv6 VIPs carry
 //! IFA_F_NODAD: duplicate address detection would hold the address "tentative" (unusable)
-//! for about a second after every takeover, and the lease already says who owns it.
+//! for about a second after every takeover, and the lease already says who owns it. They
+//! are also added deprecated (preferred lifetime 0, valid forever): IPv6 source address
+//! selection would otherwise pick the VIP for this host's own connections to backends and
+//! health ports, whose answers then follow the VIP to whichever host holds it next.
+//! Deprecated addresses still take connections and serve sockets bound to them.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -18,7 +22,7 @@ use futures::TryStreamExt;
 use rtnetlink::Handle;
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
-    AddressScope,
+    AddressScope, CacheInfo,
 };
 use rtnetlink::packet_route::link::LinkAttribute;
 
@@ -223,6 +227,12 @@ impl Vip {
             message
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            message
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetimes));
         }
         match request.execute().await {
             Ok(()) => Ok(()),

@@ -288,10 +288,24 @@ impl AddrMonitor {
 }
 
 /// `[2026-11-25T11:06:33.306270] Deleted 2: eth0    inet 192.0.2.100/32 scope global eth0`
+///
+/// `ip monitor ... dev eth0` still prints the time stamp of an event it filters out (an
+/// address added to `lo`), so one line may carry several stamps: the last one is the
+/// event's.
 fn parse_monitor_line(line: &str) -> Option<AddrEvent> {
-    let rest = line.strip_prefix('[')?;
-    let (stamp, rest) = rest.split_once(']')?;
-    let at = parse_utc_stamp(stamp)?;
+    let mut rest = line.strip_prefix('[')?;
+    let mut at;
+    loop {
+        let (stamp, after) = rest.split_once(']')?;
+        at = parse_utc_stamp(stamp)?;
+        match after.trim_start().strip_prefix('[') {
+            Some(next) => rest = next,
+            None => {
+                rest = after;
+                break;
+            }
+        }
+    }
     let rest = rest.trim_start();
     let (added, rest) = match rest.strip_prefix("Deleted ") {
         Some(r) => (false, r),
@@ -692,4 +706,14 @@ fn monitor_lines_parse_to_epoch_seconds() {
     assert!((e.at - 86_401.5).abs() < 1e-6, "{}", e.at);
     assert!(!e.added);
     assert_eq!(e.addr, "192.0.2.100");
+}
+
+#[test]
+fn monitor_line_with_the_stamp_of_a_filtered_event_parses_as_the_last_event() {
+    let e = parse_monitor_line(
+        "[1970-01-02T00:00:01.000000] [1970-01-02T00:00:02.000000] Deleted 3: eth0    inet 192.0.2.100/32 scope global eth0",
+    )
+    .expect("parses");
+    assert!((e.at - 86_402.0).abs() < 1e-6, "{}", e.at);
+    assert!(!e.added, "the deletion was read as an addition");
 }

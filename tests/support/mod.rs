@@ -9,4 +9,5 @@ pub mod kube_api;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod traffic;
 pub mod wait;

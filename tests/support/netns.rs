@@ -204,6 +204,16 @@ impl Host {
         command
     }
 
+    /// Moves the calling thread into this host's network namespace (setns moves only the
+    /// calling thread): every socket it opens afterwards lives there.
+    pub fn enter(&self) {
+        let path = format!("/var/run/netns/{}", self.ns);
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) on a descriptor we own; it affects only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    }
+
     /// Runs `program args` in the namespace and panics if it fails.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
         let mut full = vec!["netns", "exec", &self.ns, program];
