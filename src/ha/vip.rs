@@ -245,7 +245,12 @@ impl Vip {
     /// Entries of the same address with another prefix were configured by the operator and
     /// are left alone; with `only_ours`, so are entries another program added.
     async fn remove_from(&self, interface: &str, only_ours: bool) -> Result<bool, VipError> {
-        let (index, _) = self.link_of(interface).await?;
+        let index = match self.link_of(interface).await {
+            Ok((index, _)) => index,
+            // An interface that does not exist carries no address: the VIP is not there.
+            Err(VipError::NoInterface(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let host_prefix = self.host_prefix();
         let ours = |entry: &AddressMessage| {
             entry.attributes.iter().any(|a| {
