@@ -33,9 +33,11 @@ const VIP4: &str = "198.51.100.100";
 const VIP6: &str = "2001:db8:15::100";
 const BACKENDS4: [&str; 2] = ["198.51.100.11", "198.51.100.12"];
 const BACKENDS6: [&str; 2] = ["2001:db8:15::11", "2001:db8:15::12"];
-/// The seed's ports: traffic on 80 (a privileged port: NET_BIND_SERVICE), health on 1936.
-const PORT: u16 = 80;
+/// The traffic port is the seed's 80 when it is free on the host (see [`traffic_port`]);
+/// health is on the ALB's 1936.
 const HEALTH_PORT: u16 = 1936;
+const LINK4: &str = "198.51.100.1";
+const LINK6: &str = "2001:db8:15::1";
 /// The log line the data plane writes once when it cannot use io_uring.
 const FALLBACK: &str = "io_uring unavailable: the data plane falls back to epoll";
 
@@ -135,6 +137,8 @@ fn write_profile_without_io_uring(path: &Path) {
 /// The lab: a client and the ALB stand-ins behind a bridge, and the root namespace's link
 /// to it, where the container's VIPs go.
 struct Site {
+    /// The VIPs' and backends' traffic port.
+    port: u16,
     // Field order is drop order: backends, then the link, then the namespaces.
     _backends: Vec<ChildGuard>,
     link: RootLink,
@@ -154,10 +158,11 @@ fn build_site() -> Site {
             "2001:db8:15::12/64",
         ],
     );
-    let link = RootLink::attach(&lab, &["198.51.100.1/24", "2001:db8:15::1/64"]);
+    let link = RootLink::attach(&lab, &[&format!("{LINK4}/24"), &format!("{LINK6}/64")]);
+    let port = traffic_port();
     let mut backends = Vec::new();
     for (i, ip) in BACKENDS4.iter().chain(BACKENDS6.iter()).enumerate() {
-        let listen = socket(ip, PORT);
+        let listen = socket(ip, port);
         let health = socket(ip, HEALTH_PORT);
         let name = format!("alb{}", i + 1);
         backends.push(alb.spawn(
@@ -181,11 +186,25 @@ fn build_site() -> Site {
         }
     }
     Site {
+        port,
         _backends: backends,
         link,
         client,
         _lab: lab,
     }
+}
+
+/// A port below 1024 (so the least-privilege run needs NET_BIND_SERVICE, as in production)
+/// that nothing on the host holds for every address: a packaged nginx left running on
+/// `*:80` would make the container's VIP listeners fail. 80 when free.
+fn traffic_port() -> u16 {
+    (80..1024)
+        .step_by(100)
+        .find(|&port| {
+            std::net::TcpListener::bind(socket(LINK4, port)).is_ok()
+                && std::net::TcpListener::bind(socket(LINK6, port)).is_ok()
+        })
+        .expect("some port of 80, 180, ..., 980 is free on the host")
 }
 
 fn socket(ip: &str, port: u16) -> SocketAddr {
@@ -195,7 +214,7 @@ fn socket(ip: &str, port: u16) -> SocketAddr {
 
 /// The seed's alive.yaml shape: one IPv4 and one IPv6 instance, rr, TCP_CHECK on 1936,
 /// no lock (this host holds the VIPs), metrics on a free loopback port.
-fn alive_yaml(interface: &str, metrics: SocketAddr) -> String {
+fn alive_yaml(interface: &str, port: u16, metrics: SocketAddr) -> String {
     let instance = |vip: &str, name: &str, ips: &[&str]| {
         let ips = ips
             .iter()
@@ -210,7 +229,7 @@ fn alive_yaml(interface: &str, metrics: SocketAddr) -> String {
     ipvs:
       ips: [ {ips} ]
       ports:
-        - port: {PORT}
+        - port: {port}
           virtual_server_config: |
             delay_loop 1
             lb_algo rr
@@ -250,7 +269,7 @@ fn run_scenario(label: &str, driver: Driver, flags: impl FnOnce(&str, &Path) -> 
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     std::fs::write(
         cfg_dir.join("alive.yaml"),
-        alive_yaml(site.link.name(), metrics),
+        alive_yaml(site.link.name(), site.port, metrics),
     )
     .expect("write alive.yaml");
     let cfg = cfg_dir.to_str().expect("UTF-8 temporary path");
@@ -282,7 +301,7 @@ fn run_scenario(label: &str, driver: Driver, flags: impl FnOnce(&str, &Path) -> 
     );
 
     for (vip, backends) in [(VIP4, BACKENDS4), (VIP6, BACKENDS6)] {
-        let served = served_by(&site.client, socket(vip, PORT), 6);
+        let served = served_by(&site.client, socket(vip, site.port), 6);
         let mut seen: Vec<String> = served.iter().flatten().cloned().collect();
         seen.sort();
         seen.dedup();
@@ -290,7 +309,8 @@ fn run_scenario(label: &str, driver: Driver, flags: impl FnOnce(&str, &Path) -> 
             served.iter().all(Option::is_some) && seen.len() == backends.len(),
             "{}",
             report(&format!(
-                "through {vip}:{PORT}, expected all 6 requests answered by both backends in turn, got {served:?}"
+                "through {vip}:{}, expected all 6 requests answered by both backends in turn, got {served:?}",
+                site.port
             ))
         );
     }
@@ -307,10 +327,10 @@ fn run_scenario(label: &str, driver: Driver, flags: impl FnOnce(&str, &Path) -> 
         ))
     );
     for needle in [
-        format!("{VIP4}:{PORT}"),
-        format!("[{VIP6}]:{PORT}"),
-        format!("{}:{PORT}", BACKENDS4[0]),
-        format!("[{}]:{PORT}", BACKENDS6[1]),
+        format!("{VIP4}:{}", site.port),
+        format!("[{VIP6}]:{}", site.port),
+        format!("{}:{}", BACKENDS4[0], site.port),
+        format!("[{}]:{}", BACKENDS6[1], site.port),
     ] {
         assert!(
             table.contains(&needle),
