@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::netns::{Lab, run_checked};
+use super::netns::{Lab, addresses_in, run_checked};
 
 /// Made by `docker/base-image.sh` when missing, then reused by every run.
 pub const BASE_IMAGE: &str = "localhost/alive-proxy-base:bookworm";
@@ -431,18 +431,10 @@ impl RootLink {
 
     /// Addresses on the link right now, without prefix length.
     pub fn addresses(&self) -> Vec<String> {
-        let out = run_checked("ip", &["-o", "addr", "show", "dev", &self.name]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let mut words = line.split_whitespace();
-                words.find(|w| *w == "inet" || *w == "inet6")?;
-                words
-                    .next()
-                    .and_then(|cidr| cidr.split('/').next())
-                    .map(str::to_string)
-            })
-            .collect()
+        addresses_in(&run_checked(
+            "ip",
+            &["-o", "addr", "show", "dev", &self.name],
+        ))
     }
 
     pub fn has_address(&self, addr: &str) -> bool {
