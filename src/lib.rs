@@ -11,6 +11,7 @@
 //!   gratuitous ARP / unsolicited NA.
 //! - [`stats`]: per-worker counters and histograms, merged for `alive-proxy stats`,
 //!   the admin socket and Prometheus `/metrics`.
+//! - [`notify`]: sd_notify(3) readiness, reload and stop notices for `Type=notify` units.
 //!
 //! The control plane (tokio) and the data plane (monoio) meet in three places only: the
 //! routing snapshot (arc-swap), per-worker stats, and a command channel per worker.
@@ -20,4 +21,5 @@ pub mod config;
 pub mod dataplane;
 pub mod ha;
 pub mod health;
+pub mod notify;
 pub mod stats;

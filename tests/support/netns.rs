@@ -46,6 +46,21 @@ pub fn run_checked(program: &str, args: &[&str]) -> Output {
     output
 }
 
+/// The addresses, without prefix length, that `ip -o addr show` printed.
+pub fn addresses_in(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet" || *w == "inet6")?;
+            words
+                .next()
+                .and_then(|cidr| cidr.split('/').next())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 fn ip(args: &[&str]) -> Output {
     run_checked("ip", args)
 }
@@ -251,18 +266,15 @@ impl Host {
 
     /// Addresses on `eth0` right now, without prefix length.
     pub fn addresses(&self) -> Vec<String> {
-        let out = ip(&["-n", &self.ns, "-o", "addr", "show", "dev", &self.iface]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| {
-                let mut words = line.split_whitespace();
-                words.find(|w| *w == "inet" || *w == "inet6")?;
-                words
-                    .next()
-                    .and_then(|cidr| cidr.split('/').next())
-                    .map(str::to_string)
-            })
-            .collect()
+        addresses_in(&ip(&[
+            "-n",
+            &self.ns,
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            &self.iface,
+        ]))
     }
 
     pub fn has_address(&self, addr: &str) -> bool {
