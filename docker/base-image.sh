@@ -24,7 +24,8 @@ tag="$1"
 command -v debootstrap >/dev/null || { echo "base-image.sh: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
-debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$root.log" 2>&1 \
+# nftables: a new VIP holder forwards a planned handover's sessions with `nft` (src/ha/forward.rs).
+debootstrap --variant=minbase --include=nftables "$suite" "$root" "$mirror" >"$root.log" 2>&1 \
   || { cat "$root.log" >&2; rm -f "$root.log"; exit 1; }
 rm -f "$root.log"
 tar -C "$root" -c \

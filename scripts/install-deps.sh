@@ -20,7 +20,7 @@ build=(
 )
 demo=(curl)
 test_world=(
-  iproute2 iputils-ping procps openssl
+  iproute2 iputils-ping procps openssl nftables  # nft: the handover's forwarding (src/ha/forward.rs)
   nginx-light libnginx-mod-stream haproxy        # ALB stand-ins and side-by-side references
   etcd-server keepalived kubernetes-client       # lease backends' real peers, kubectl
   prometheus                                     # promtool checks /metrics

@@ -251,9 +251,11 @@ pub async fn serve(
         control,
         stats,
     };
+    crate::notify::ready("serving");
     serving
         .serve_until(reloads, stop, options.watch_interval)
         .await;
+    crate::notify::stopping("handing the VIPs over, then draining sessions");
     serving.stop(options.drain_timeout).await;
     Ok(())
 }
@@ -368,7 +370,9 @@ impl Serving {
 
     /// One reload, logged and counted only once every part answered.
     async fn reload(&mut self) {
+        crate::notify::reloading();
         let result = self.try_reload().await;
+        crate::notify::ready("serving");
         self.stats.control().reload_result(result.is_ok());
         match result {
             Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
