@@ -105,6 +105,9 @@ impl PlanDiff {
         if self.admin_changed {
             parts.push("admin endpoint moved".into());
         }
+        if self.identity_changed {
+            parts.push("identity changed".into());
+        }
         if parts.is_empty() {
             "no change".into()
         } else {

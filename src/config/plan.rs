@@ -237,8 +237,10 @@ pub struct Backend {
 }
 
 /// One checker block with its effective timings (checker → real server → virtual server →
-/// keepalived default inheritance already applied).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// keepalived default inheritance already applied). Equality ignores `origin`: a check
+/// that only moved in the file (a line added above it) is the same check, and a reload
+/// must not restart it or call its service changed.
+#[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub kind: CheckKind,
     /// Time between checks (`delay_loop`).
@@ -251,6 +253,26 @@ pub struct Check {
     pub warmup: Duration,
     /// Where in alive.yaml the checker block starts, e.g. `alive.yaml:23:13`, for logs.
     pub origin: String,
+}
+
+impl PartialEq for Check {
+    fn eq(&self, other: &Check) -> bool {
+        let Check {
+            kind,
+            interval,
+            connect_timeout,
+            retry,
+            delay_before_retry,
+            warmup,
+            origin: _,
+        } = self;
+        *kind == other.kind
+            && *interval == other.interval
+            && *connect_timeout == other.connect_timeout
+            && *retry == other.retry
+            && *delay_before_retry == other.delay_before_retry
+            && *warmup == other.warmup
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
