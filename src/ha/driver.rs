@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::forward::{Forwarder, Forwarding};
 use super::keeper::VipKeeper;
-use super::lease::{HandoverNote, LeaseError, LeaseStore};
+use super::lease::{HandoverNote, LeaseError, LeaseRecord, LeaseStore};
 use super::ownership::{Decision, Forward, Outcome, Ownership, Purpose, Role, StepDownReason};
 use super::status::{Alarm, HaFailure, Report, StatusReporter, VipRole};
 use super::timing::Timing;
@@ -201,118 +201,48 @@ pub async fn run_unlocked<V: VipOps>(identity: String, task: InstanceTask<V>) {
 }
 
 /// Lease mode: ownership decided by `fsm` against `store`.
-pub async fn run_leased<S: LeaseStore, V: VipOps>(
-    task: InstanceTask<V>,
-    mut fsm: Ownership,
-    mut store: S,
-) {
+pub async fn run_leased<S: LeaseStore, V: VipOps>(task: InstanceTask<V>, fsm: Ownership, store: S) {
     let InstanceTask {
         instance,
-        mut keeper,
-        mut status,
+        keeper,
+        status,
         forwarder,
-        mut commands,
+        commands,
     } = task;
-    let name = instance.name.clone();
     let alarm = status.alarm();
-    keeper.remove_stale().await;
-    let mut stopping: Option<Stopping> = None;
-    let mut last_error: Option<String> = None;
-    let mut seen_record = false;
-    let mut last_holder: Option<String> = None;
+    let mut leased = Leased {
+        name: instance.name.clone(),
+        instance,
+        keeper,
+        status,
+        forwarder,
+        commands,
+        alarm,
+        fsm,
+        store,
+        stopping: None,
+        last_error: None,
+        seen_record: false,
+        last_holder: None,
+    };
+    leased.keeper.remove_stale().await;
     loop {
         let now = Instant::now();
-        if let Some(stop) = &stopping
-            && now >= stop.give_up_at
+        if leased
+            .stopping
+            .as_ref()
+            .is_some_and(|s| now >= s.give_up_at)
         {
             tracing::error!(
-                instance = %name,
+                instance = %leased.name,
                 "stopping took too long (the VIP cannot be removed?); ending without releasing the lease"
             );
             break;
         }
-        match fsm.poll(now) {
-            Decision::Wait(until) => {
-                let role = match fsm.role() {
-                    Role::Holder => VipRole::Master,
-                    _ if last_error.is_some() || fsm.removal_pending() => VipRole::Fault,
-                    _ if seen_record => VipRole::Backup,
-                    _ => VipRole::Init,
-                };
-                let holder = fsm.observed_holder().map(str::to_owned);
-                if holder != last_holder {
-                    tracing::info!(
-                        instance = %name,
-                        holder = holder.as_deref().unwrap_or("(none)"),
-                        transitions = fsm.transitions(),
-                        "lease holder changed"
-                    );
-                    last_holder.clone_from(&holder);
-                }
-                status.publish(
-                    role,
-                    Report {
-                        holder,
-                        endpoint: Some(store.endpoint()),
-                        last_error: last_error.clone(),
-                        removal_pending: fsm.removal_pending(),
-                    },
-                );
-                let until = stopping.as_ref().map_or(until, |s| until.min(s.give_up_at));
-                tokio::select! {
-                    () = tokio::time::sleep_until(until.into()) => {}
-                    command = commands.recv(), if stopping.is_none() => {
-                        let bound = stop_bound(&fsm.timing());
-                        match command {
-                            Some(InstanceCommand::Retune { instance: new, done }) => {
-                                retune(&mut fsm, &mut store, &mut status, &new);
-                                // The supervisor may have stopped waiting.
-                                let _ = done.send(());
-                            }
-                            Some(InstanceCommand::FinishDrain) => {}
-                            other => {
-                                stopping = Stopping::from(other, Instant::now(), bound);
-                                if let Some(stop) = &stopping {
-                                    let note = match stop.drain_until {
-                                        Some(until) if fsm.role() == Role::Holder => {
-                                            handover_note(&name, &keeper, until).await
-                                        }
-                                        _ => None,
-                                    };
-                                    fsm.stop_with(Instant::now(), note);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Decision::Get { deadline } => {
-                let result = bounded(deadline, store.get()).await;
-                seen_record |= result.is_ok();
-                let (outcome, error) = classify(
-                    &alarm,
-                    HaFailure::LeaseRead,
-                    "reading the lease",
-                    &store,
-                    result,
-                    Outcome::Read,
-                );
-                last_error = error;
-                fsm.complete(Instant::now(), outcome);
-            }
-            Decision::Create { duration, deadline } => {
-                let result = bounded(deadline, store.create(fsm.identity(), duration)).await;
-                let (outcome, error) = classify(
-                    &alarm,
-                    HaFailure::LeaseWrite,
-                    "creating the lease",
-                    &store,
-                    result,
-                    Outcome::Wrote,
-                );
-                last_error = error;
-                fsm.complete(Instant::now(), outcome);
-            }
+        match leased.fsm.poll(now) {
+            Decision::Wait(until) => leased.wait(until).await,
+            Decision::Get { deadline } => leased.get(deadline).await,
+            Decision::Create { duration, deadline } => leased.create(duration, deadline).await,
             Decision::Update {
                 purpose,
                 prev,
@@ -321,93 +251,242 @@ pub async fn run_leased<S: LeaseStore, V: VipOps>(
                 handover,
                 deadline,
             } => {
-                let what = match purpose {
-                    Purpose::Acquire => "taking over the lease",
-                    Purpose::Renew => "renewing the lease",
-                    Purpose::Release => "releasing the lease",
-                };
-                if purpose == Purpose::Acquire {
-                    tracing::info!(
-                        instance = %name, previous_holder = ?prev.holder, version = %prev.version,
-                        "lease free or expired; taking it over"
-                    );
-                }
-                let result = bounded(
+                let write = Write {
+                    purpose,
+                    holder,
+                    duration,
+                    handover,
                     deadline,
-                    store.update(&prev, holder.as_deref(), duration, handover),
-                )
-                .await;
-                let (outcome, error) = classify(
-                    &alarm,
-                    HaFailure::LeaseWrite,
-                    what,
-                    &store,
-                    result,
-                    Outcome::Wrote,
-                );
-                last_error = error;
-                let renewed = purpose == Purpose::Renew && matches!(outcome, Outcome::Wrote(_));
-                if purpose == Purpose::Release && matches!(outcome, Outcome::Wrote(_)) {
-                    tracing::info!(instance = %name, handover = ?handover, "lease released");
-                }
-                fsm.complete(Instant::now(), outcome);
-                if renewed && fsm.role() == Role::Holder && !keeper.ensure().await {
-                    resign(&name, &mut fsm, &mut last_error);
-                }
-            }
-            Decision::TakeOver { forward } => {
-                tracing::info!(instance = %name, identity = fsm.identity(), "lease acquired");
-                // A note about another VIP (this instance's VIP changed on reload) is not ours.
-                if let Some(forward) = forward.filter(|f| f.vip == instance.vip) {
-                    start_forwarding(&forwarder, &alarm, &instance, forward).await;
-                }
-                if !keeper.take_over().await {
-                    resign(&name, &mut fsm, &mut last_error);
-                }
-            }
-            Decision::StepDown(reason) => {
-                log_step_down(&name, &fsm, reason, &alarm);
-                if let Err(e) = forwarder.remove(&name).await {
-                    alarm.raise(HaFailure::Forward);
-                    tracing::error!(instance = %name, "ending the handover forwarding: {e}");
-                }
-                let planned = reason == StepDownReason::Shutdown
-                    && stopping.as_ref().is_some_and(|s| s.drain_until.is_some());
-                let gone = if planned {
-                    let gone = keeper.park().await;
-                    if !keeper.is_parked() {
-                        // Nothing is left here to forward to.
-                        fsm.forget_handover_note();
-                    }
-                    gone
-                } else {
-                    keeper.step_down().await
                 };
-                fsm.vip_removed(Instant::now(), gone);
+                leased.update(&prev, write).await;
             }
+            Decision::TakeOver { forward } => leased.take_over(forward).await,
+            Decision::StepDown(reason) => leased.step_down(reason).await,
             Decision::Stopped => break,
         }
     }
-    if let Some(mut stop) = stopping {
-        if keeper.is_parked() && stop.await_next_holder {
-            await_next_holder(&name, &mut store, fsm.identity(), &fsm.timing()).await;
-        }
-        stop.handed_over(keeper.is_parked());
-        if keeper.is_parked() {
-            if let Some(until) = stop.drain_until {
-                wait_for_drain(&mut commands, until).await;
-            }
-            unpark_at_stop(&name, &mut keeper).await;
+    leased.finish().await;
+}
+
+/// A lease write the state machine asked for (all of [`Decision::Update`] but `prev`).
+struct Write {
+    purpose: Purpose,
+    holder: Option<String>,
+    duration: Duration,
+    handover: Option<HandoverNote>,
+    deadline: Instant,
+}
+
+/// One lease-mode instance task: the state machine, its store, the VIP, and what it
+/// reports.
+struct Leased<S, V: VipOps> {
+    name: String,
+    instance: Instance,
+    keeper: VipKeeper<V>,
+    status: StatusReporter,
+    forwarder: Arc<Forwarder>,
+    commands: mpsc::UnboundedReceiver<InstanceCommand>,
+    alarm: Alarm,
+    fsm: Ownership,
+    store: S,
+    stopping: Option<Stopping>,
+    last_error: Option<String>,
+    seen_record: bool,
+    last_holder: Option<String>,
+}
+
+impl<S: LeaseStore, V: VipOps> Leased<S, V> {
+    /// Publishes the status, then sleeps until `until` or a command from the supervisor.
+    async fn wait(&mut self, until: Instant) {
+        self.publish();
+        let until = self
+            .stopping
+            .as_ref()
+            .map_or(until, |s| until.min(s.give_up_at));
+        tokio::select! {
+            () = tokio::time::sleep_until(until.into()) => {}
+            command = self.commands.recv(), if self.stopping.is_none() => self.obey(command).await,
         }
     }
-    status.publish(
-        VipRole::Backup,
-        Report {
-            endpoint: Some(store.endpoint()),
-            last_error,
+
+    fn publish(&mut self) {
+        let role = match self.fsm.role() {
+            Role::Holder => VipRole::Master,
+            _ if self.last_error.is_some() || self.fsm.removal_pending() => VipRole::Fault,
+            _ if self.seen_record => VipRole::Backup,
+            _ => VipRole::Init,
+        };
+        let holder = self.fsm.observed_holder().map(str::to_owned);
+        if holder != self.last_holder {
+            tracing::info!(
+                instance = %self.name,
+                holder = holder.as_deref().unwrap_or("(none)"),
+                transitions = self.fsm.transitions(),
+                "lease holder changed"
+            );
+            self.last_holder.clone_from(&holder);
+        }
+        let report = Report {
+            holder,
+            endpoint: Some(self.store.endpoint()),
+            last_error: self.last_error.clone(),
+            removal_pending: self.fsm.removal_pending(),
+        };
+        self.status.publish(role, report);
+    }
+
+    async fn obey(&mut self, command: Option<InstanceCommand>) {
+        match command {
+            Some(InstanceCommand::Retune {
+                instance: new,
+                done,
+            }) => {
+                retune(&mut self.fsm, &mut self.store, &mut self.status, &new);
+                // The supervisor may have stopped waiting.
+                let _ = done.send(());
+            }
+            Some(InstanceCommand::FinishDrain) => {}
+            other => {
+                let bound = stop_bound(&self.fsm.timing());
+                self.stopping = Stopping::from(other, Instant::now(), bound);
+                if let Some(stop) = &self.stopping {
+                    let note = match stop.drain_until {
+                        Some(until) if self.fsm.role() == Role::Holder => {
+                            handover_note(&self.name, &self.keeper, until).await
+                        }
+                        _ => None,
+                    };
+                    self.fsm.stop_with(Instant::now(), note);
+                }
+            }
+        }
+    }
+
+    async fn get(&mut self, deadline: Instant) {
+        let result = bounded(deadline, self.store.get()).await;
+        self.seen_record |= result.is_ok();
+        let (outcome, error) = classify(
+            &self.alarm,
+            HaFailure::LeaseRead,
+            "reading the lease",
+            &self.store,
+            result,
+            Outcome::Read,
+        );
+        self.last_error = error;
+        self.fsm.complete(Instant::now(), outcome);
+    }
+
+    async fn create(&mut self, duration: Duration, deadline: Instant) {
+        let result = bounded(deadline, self.store.create(self.fsm.identity(), duration)).await;
+        let (outcome, error) = classify(
+            &self.alarm,
+            HaFailure::LeaseWrite,
+            "creating the lease",
+            &self.store,
+            result,
+            Outcome::Wrote,
+        );
+        self.last_error = error;
+        self.fsm.complete(Instant::now(), outcome);
+    }
+
+    async fn update(&mut self, prev: &LeaseRecord, write: Write) {
+        let what = match write.purpose {
+            Purpose::Acquire => "taking over the lease",
+            Purpose::Renew => "renewing the lease",
+            Purpose::Release => "releasing the lease",
+        };
+        if write.purpose == Purpose::Acquire {
+            tracing::info!(
+                instance = %self.name, previous_holder = ?prev.holder, version = %prev.version,
+                "lease free or expired; taking it over"
+            );
+        }
+        let call = self.store.update(
+            prev,
+            write.holder.as_deref(),
+            write.duration,
+            write.handover,
+        );
+        let result = bounded(write.deadline, call).await;
+        let (outcome, error) = classify(
+            &self.alarm,
+            HaFailure::LeaseWrite,
+            what,
+            &self.store,
+            result,
+            Outcome::Wrote,
+        );
+        self.last_error = error;
+        let wrote = matches!(outcome, Outcome::Wrote(_));
+        if write.purpose == Purpose::Release && wrote {
+            tracing::info!(instance = %self.name, handover = ?write.handover, "lease released");
+        }
+        self.fsm.complete(Instant::now(), outcome);
+        let renewed = write.purpose == Purpose::Renew && wrote;
+        if renewed && self.fsm.role() == Role::Holder && !self.keeper.ensure().await {
+            resign(&self.name, &mut self.fsm, &mut self.last_error);
+        }
+    }
+
+    async fn take_over(&mut self, forward: Option<Forward>) {
+        tracing::info!(instance = %self.name, identity = self.fsm.identity(), "lease acquired");
+        // A note about another VIP (this instance's VIP changed on reload) is not ours.
+        if let Some(forward) = forward.filter(|f| f.vip == self.instance.vip) {
+            start_forwarding(&self.forwarder, &self.alarm, &self.instance, forward).await;
+        }
+        if !self.keeper.take_over().await {
+            resign(&self.name, &mut self.fsm, &mut self.last_error);
+        }
+    }
+
+    async fn step_down(&mut self, reason: StepDownReason) {
+        log_step_down(&self.name, &self.fsm, reason, &self.alarm);
+        if let Err(e) = self.forwarder.remove(&self.name).await {
+            self.alarm.raise(HaFailure::Forward);
+            tracing::error!(instance = %self.name, "ending the handover forwarding: {e}");
+        }
+        let planned = reason == StepDownReason::Shutdown
+            && self
+                .stopping
+                .as_ref()
+                .is_some_and(|s| s.drain_until.is_some());
+        let gone = if planned {
+            let gone = self.keeper.park().await;
+            if !self.keeper.is_parked() {
+                // Nothing is left here to forward to.
+                self.fsm.forget_handover_note();
+            }
+            gone
+        } else {
+            self.keeper.step_down().await
+        };
+        self.fsm.vip_removed(Instant::now(), gone);
+    }
+
+    /// After the state machine stopped: wait for the next holder, report, drain, unpark.
+    async fn finish(mut self) {
+        if let Some(mut stop) = self.stopping.take() {
+            if self.keeper.is_parked() && stop.await_next_holder {
+                let timing = self.fsm.timing();
+                await_next_holder(&self.name, &mut self.store, self.fsm.identity(), &timing).await;
+            }
+            stop.handed_over(self.keeper.is_parked());
+            if self.keeper.is_parked() {
+                if let Some(until) = stop.drain_until {
+                    wait_for_drain(&mut self.commands, until).await;
+                }
+                unpark_at_stop(&self.name, &mut self.keeper).await;
+            }
+        }
+        let report = Report {
+            endpoint: Some(self.store.endpoint()),
+            last_error: self.last_error,
             ..Report::default()
-        },
-    );
+        };
+        self.status.publish(VipRole::Backup, report);
+    }
 }
 
 /// How long a stop may take before the task gives up on a VIP it cannot remove.
