@@ -197,7 +197,8 @@ fn ms(micros: u64) -> f64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !(args.rate > 0.0) || args.connections == 0 || !(args.duration > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(args.rate) || args.connections == 0 || !positive(args.duration) {
         eprintln!("alive-load: --rate, --connections and --duration must be positive");
         return ExitCode::FAILURE;
     }
