@@ -4,29 +4,15 @@
 
 use std::time::Duration;
 
+use super::grammar::{MAX_CONNECT_TIMEOUT, MAX_TIMER};
 use super::lexer::split_command;
 use super::parser::Statement;
 use super::values::{self, arity, flag, one, switch, timer, uint};
-use super::virtual_server::{MAX_CONNECT_TIMEOUT, MAX_TIMER};
 use super::{Checker, CheckerKind, ConnOpts, HttpSpec, MiscSpec, Timers, note_repeat};
 use crate::config::diagnostic::Diags;
 use crate::config::plan::UrlCheck;
 
 const MIN_POSITIVE: Duration = Duration::from_micros(1);
-
-pub fn is_checker(name: &str) -> bool {
-    matches!(name, "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK")
-}
-
-/// keepalived checkers alive-proxy does not implement.
-pub fn rejected_checker(name: &str) -> Option<&'static str> {
-    match name {
-        "SMTP_CHECK" | "PING_CHECK" | "UDP_CHECK" | "DNS_CHECK" | "FILE_CHECK" | "BFD_CHECK" => {
-            Some("alive-proxy implements TCP_CHECK, HTTP_GET, SSL_GET and MISC_CHECK")
-        }
-        _ => None,
-    }
-}
 
 /// Checker-level keywords keepalived has and alive-proxy refuses, and why.
 fn rejected_keyword(name: &str) -> Option<&'static str> {

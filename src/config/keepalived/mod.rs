@@ -9,6 +9,7 @@
 //! inherited and cross-checked against the VIP and backends in `config::build`.
 
 pub mod checkers;
+pub mod grammar;
 pub mod lexer;
 pub mod parser;
 pub mod real_server;

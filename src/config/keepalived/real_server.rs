@@ -4,36 +4,13 @@
 use std::time::Duration;
 
 use super::checkers;
+use super::grammar::{self, MAX_CONNECT_TIMEOUT, MAX_TIMER, MAX_WEIGHT, forwarding};
 use super::parser::Statement;
 use super::values::{switch, timer, uint};
-use super::virtual_server::{MAX_CONNECT_TIMEOUT, MAX_TIMER, MAX_WEIGHT, forwarding};
 use super::{RealServer, note_repeat};
 use crate::config::diagnostic::{Diags, Pos};
 
 const MIN_POSITIVE: Duration = Duration::from_micros(1);
-
-/// keepalived's real_server keywords (not the checkers).
-pub fn is_real_server_keyword(name: &str) -> bool {
-    matches!(
-        name,
-        "weight"
-            | "lvs_method"
-            | "uthreshold"
-            | "lthreshold"
-            | "inhibit_on_failure"
-            | "notify_up"
-            | "notify_down"
-            | "alpha"
-            | "retry"
-            | "delay_before_retry"
-            | "warmup"
-            | "connect_timeout"
-            | "delay_loop"
-            | "smtp_alert"
-            | "virtualhost"
-            | "snmp_name"
-    ) || checkers::is_checker(name)
-}
 
 /// keepalived keywords valid at this level that alive-proxy refuses, and why.
 pub fn rejected(name: &str) -> Option<&'static str> {
@@ -46,7 +23,7 @@ pub fn rejected(name: &str) -> Option<&'static str> {
         "real_server" => {
             "raw_check is already the body of each real_server (one per `ipvs.ips` entry); write only what goes inside it"
         }
-        _ => return checkers::rejected_checker(name),
+        _ => return grammar::rejected_checker(name),
     })
 }
 
@@ -122,7 +99,7 @@ fn keyword(rs: &mut RealServer, st: &Statement, diags: &mut Diags<'_>) {
                 rs.virtualhost = Some(v.value);
             }
         }
-        _ if checkers::is_checker(name) => {
+        _ if grammar::is_checker(name) => {
             if let Some(c) = checkers::parse(st, diags) {
                 rs.checkers.push(c);
             }
@@ -130,9 +107,7 @@ fn keyword(rs: &mut RealServer, st: &Statement, diags: &mut Diags<'_>) {
         _ => {
             if let Some(why) = rejected(name) {
                 diags.error(st.pos(), format!("`{name}` is not supported: {why}"), "");
-            } else if super::virtual_server::rejected(name).is_some()
-                || is_virtual_server_only(name)
-            {
+            } else if grammar::rejected(name).is_some() || is_virtual_server_only(name) {
                 diags.error(
                     st.pos(),
                     format!("`{name}` belongs in virtual_server_config, not in raw_check"),
