@@ -13,6 +13,8 @@
 //! - [`keeper`]: the VIP kept present and announced while held, absent otherwise.
 //! - [`vip`]: the address over rtnetlink; [`announce`]: gratuitous ARP / unsolicited NA and
 //!   the watch for other hosts claiming a held VIP.
+//! - [`vrrp`]: VRRPv3 among the peers when no lock is configured (RFC 5798, keepalived
+//!   interoperable): packet, state machine, raw sockets, driver.
 //! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload and shutdown.
 //! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
 //!
@@ -27,5 +29,6 @@ pub mod ownership;
 pub mod supervisor;
 pub mod timing;
 pub mod vip;
+pub mod vrrp;
 
 pub use supervisor::{HaError, HaOptions, HaSupervisor, host_identity};

@@ -166,6 +166,10 @@ impl HaSupervisor {
                     stop_rx,
                 ))
             }
+            LockPlan::Vrrp(_) => {
+                tracing::error!(instance = %name, "VRRP is not wired yet: the VIP is not held");
+                tokio::spawn(async {})
+            }
             LockPlan::Etcd(lock) => {
                 let store = EtcdStore::new(lock.endpoints.clone(), lock.key.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());

@@ -211,6 +211,7 @@ impl ControlState {
                             format!("kube {}/{}", kube.namespace, kube.lease_name)
                         }
                         LockPlan::Etcd(etcd) => format!("etcd {}", etcd.key),
+                        LockPlan::Vrrp(vrrp) => format!("vrrp vrid {}", vrrp.vrid),
                     },
                 })
                 .collect(),
