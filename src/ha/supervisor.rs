@@ -16,6 +16,7 @@ use super::lease::kube::{KubeLeaseStore, KubeStoreOptions};
 use super::ownership::Ownership;
 use super::timing::Timing;
 use super::vip::{Netlink, VipError};
+use super::vrrp::{VrrpInstance, run_vrrp};
 use crate::config::plan::{Instance, LockPlan, Plan};
 use crate::stats::control::ControlState;
 
@@ -150,14 +151,10 @@ impl HaSupervisor {
         let timing = Timing::from_checks(instance.check_interval, instance.check_timeout);
         let task = match &instance.lock {
             LockPlan::None => {
-                if !instance.peers.is_empty() {
-                    tracing::warn!(
-                        instance = %name, peers = ?instance.peers,
-                        "NO LOCK CONFIGURED but peers are listed: this host holds the VIP \
-                         unconditionally and NOTHING prevents the peers from holding it too \
-                         (configure kube_lock or etcd_lock)"
-                    );
-                }
+                tracing::info!(
+                    instance = %name,
+                    "single host: no lock and no peers, this host holds the VIP unconditionally"
+                );
                 tokio::spawn(run_unlocked(
                     self.identity.clone(),
                     keeper,
@@ -166,10 +163,14 @@ impl HaSupervisor {
                     stop_rx,
                 ))
             }
-            LockPlan::Vrrp(_) => {
-                tracing::error!(instance = %name, "VRRP is not wired yet: the VIP is not held");
-                tokio::spawn(async {})
-            }
+            LockPlan::Vrrp(vrrp) => tokio::spawn(run_vrrp(
+                VrrpInstance::from_plan(instance, vrrp),
+                keeper,
+                status,
+                self.control.clone(),
+                self.control.clone(),
+                stop_rx,
+            )),
             LockPlan::Etcd(lock) => {
                 let store = EtcdStore::new(lock.endpoints.clone(), lock.key.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());

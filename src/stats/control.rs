@@ -26,6 +26,7 @@ pub(crate) struct ControlInner {
     pub(crate) plan: Option<PlanView>,
     pub(crate) health: HashMap<BackendKey, HealthView>,
     pub(crate) vips: BTreeMap<String, VipView>,
+    pub(crate) vrrp: BTreeMap<String, VrrpView>,
 }
 
 /// What the snapshot needs from the plan: services in configuration order.
@@ -146,6 +147,30 @@ impl VipRole {
     }
 }
 
+/// A VRRP instance's protocol state and counters (instances owned by VRRP only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VrrpView {
+    pub vrid: u8,
+    /// keepalived's state names: INIT, BACKUP, MASTER, FAULT.
+    pub state: String,
+    /// Advertised now (lowered while no backend is healthy).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub advert_interval_ms: u64,
+    /// The master as far as this host knows (itself when master).
+    pub master: Option<IpAddr>,
+    /// This host's advert source address.
+    pub source: Option<IpAddr>,
+    /// Where adverts go: the unicast peers, or the multicast group.
+    pub destinations: Vec<IpAddr>,
+    /// Valid adverts for this virtual router.
+    pub adverts_received: u64,
+    pub adverts_sent: u64,
+    pub send_errors: u64,
+    /// Received packets dropped, by reason (`ttl`, `checksum`, `source`, ...).
+    pub dropped: BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertExpiry {
     pub kubeconfig: PathBuf,
@@ -193,6 +218,11 @@ impl ControlState {
     /// HA's view of one VIP instance (replaces the previous one).
     pub fn vip_state(&self, instance: &str, view: VipView) {
         lock(&self.inner).vips.insert(instance.to_owned(), view);
+    }
+
+    /// A VRRP instance's protocol state and counters (replaces the previous one).
+    pub fn vrrp_state(&self, instance: &str, view: VrrpView) {
+        lock(&self.inner).vrrp.insert(instance.to_owned(), view);
     }
 
     /// The plan now in force: which services and backends exist, schedulers, weights.
@@ -246,11 +276,31 @@ impl ControlState {
         inner
             .vips
             .retain(|name, _| view.instances.iter().any(|i| &i.name == name));
+        inner
+            .vrrp
+            .retain(|name, _| view.instances.iter().any(|i| &i.name == name));
         inner.plan = Some(view);
     }
 
     pub(crate) fn read(&self) -> ControlInner {
         lock(&self.inner).clone()
+    }
+}
+
+/// VRRP lowers a host's priority while health reports none of the instance's backends up.
+impl crate::ha::vrrp::driver::BackendHealth for ControlState {
+    fn any_up(&self, backends: &[BackendKey]) -> Option<bool> {
+        let inner = lock(&self.inner);
+        let mut reported = false;
+        for key in backends {
+            if let Some(view) = inner.health.get(key) {
+                if view.state == HealthState::Up {
+                    return Some(true);
+                }
+                reported = true;
+            }
+        }
+        reported.then_some(false)
     }
 }
 

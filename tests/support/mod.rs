@@ -5,6 +5,7 @@
 
 pub mod dataplane;
 pub mod health;
+pub mod keepalived;
 pub mod kube_api;
 pub mod netns;
 pub mod ports;
