@@ -15,6 +15,7 @@ use super::packet::{self, Advert, DropReason, Expect};
 use super::socket::{VrrpSocket, destinations};
 use super::state::{Decision, Phase, Settings, StepDownReason, Vrrp};
 use crate::config::{BackendKey, Instance, VrrpPlan};
+use crate::ha::announce::announce_address;
 use crate::ha::driver::StatusReporter;
 use crate::ha::keeper::VipKeeper;
 use crate::stats::control::{ControlState, VipRole, VrrpView};
@@ -118,6 +119,8 @@ struct Shell {
     last_error: Option<String>,
     last_phase: Phase,
     last_view: Option<VrrpView>,
+    /// Our peer addresses announced since the link last came up.
+    announced: Vec<IpAddr>,
 }
 
 /// Runs one VRRP instance until `stop` changes: removes a stale VIP, then starts as a
@@ -147,6 +150,7 @@ pub async fn run_vrrp(
         last_error: None,
         last_phase: Phase::Initialize,
         last_view: None,
+        announced: Vec::new(),
     };
     shell.refresh_priority(Instant::now());
     shell.setup().await;
@@ -280,7 +284,13 @@ impl Shell {
             }
             self.unicast = unicast;
         }
-        let LinkInfo { index, up, source } = info;
+        let LinkInfo {
+            index,
+            up,
+            source,
+            mac,
+            addresses,
+        } = info;
         let Some(source) = source.filter(|_| up) else {
             let why = if up {
                 format!("no usable advert source address on {}", self.inst.interface)
@@ -316,9 +326,37 @@ impl Shell {
         self.source = Some(source);
         self.last_error = None;
         self.fsm.link_up(now, source);
+        if let Some(mac) = mac {
+            self.announce_own_addresses(index, mac, &addresses);
+        }
+    }
+
+    /// Once per link-up, each of this host's addresses that the peers send adverts to (ours
+    /// in `peer`) is announced, so a peer whose neighbour entry for it failed while our
+    /// link was down reaches us now rather than at its next retry a second later.
+    fn announce_own_addresses(&mut self, index: u32, mac: [u8; 6], addresses: &[IpAddr]) {
+        let mine = self
+            .inst
+            .peers
+            .iter()
+            .filter(|p| addresses.contains(p) && !self.announced.contains(p))
+            .copied()
+            .collect::<Vec<_>>();
+        for addr in mine {
+            match announce_address(addr, index, mac) {
+                Ok(()) => {
+                    tracing::debug!(instance = %self.inst.name, %addr, "announced our peer address")
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %self.inst.name, %addr, "announcing our peer address failed: {e}")
+                }
+            }
+            self.announced.push(addr);
+        }
     }
 
     fn fault(&mut self, now: Instant, why: String) {
+        self.announced.clear();
         if self.last_error.as_deref() != Some(why.as_str()) {
             tracing::error!(instance = %self.inst.name, "VRRP FAULT: {why}");
         }

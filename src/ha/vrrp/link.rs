@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use rtnetlink::Handle;
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use rtnetlink::packet_route::link::LinkFlags;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
 use rtnetlink::sys::{AsyncSocket, SocketAddr as NetlinkAddr};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,9 @@ pub struct LinkInfo {
     /// (the kernel would pick it too). IPv6: the interface's link-local address
     /// (RFC 5798 §5.1.2.2). `None`: nothing usable (yet: DAD, link just up).
     pub source: Option<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+    /// This host's addresses on the interface (any family), usable or not yet.
+    pub addresses: Vec<IpAddr>,
 }
 
 pub struct LinkWatch {
@@ -98,11 +101,17 @@ impl LinkWatch {
         let index = link.header.index;
         let flags = link.header.flags;
         let up = flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running);
+        let mac = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => None,
+        });
         let addresses = self.addresses(Some(index)).await?;
         Ok(LinkInfo {
             index,
             up,
             source: pick_source(vip, peers, &addresses),
+            mac,
+            addresses: addresses.iter().map(|a| a.addr).collect(),
         })
     }
 

@@ -29,16 +29,21 @@
 //! The RFC's master adds its addresses the moment it becomes master. Here the advert goes
 //! first and the VIP follows a little later, so that two routers that become master at the
 //! same moment settle who wins before either adds the address:
-//! - **Claim wait** ([`CLAIM_WAIT`], 10 ms) after a silent master (failover), a priority-0
-//!   advert (planned handover) or a cold start. Two backups whose Master_Down timers run out
-//!   together (equal or close priorities: skews differ by `adv/256` per priority step) each
-//!   hear the other's advert within one network delay; the loser steps down before it ever
-//!   added the VIP. Safe while twice the one-way delay between LB hosts stays under 10 ms.
+//! - **Claim wait** ([`CLAIM_WAIT`], 10 ms) after a master fell silent (failover) or left
+//!   (priority 0, planned handover). Two backups whose Master_Down timers run out together
+//!   (equal or close priorities: skews differ by `adv/256` per priority step) each hear the
+//!   other's advert within one network delay; the loser steps down before it ever added the
+//!   VIP. Safe while twice the one-way delay between LB hosts stays under 10 ms.
 //! - **Handover wait** (1.5 × the old master's interval) when preempting a master that is
 //!   still advertising: its next advert would come within one interval, so silence for
 //!   longer means it heard ours and removed its VIP. A lower-priority advert during the wait
 //!   restarts it. Preemption is never urgent (the old master still serves), so it may take
 //!   one interval longer; in exchange the VIP is never on both.
+//! - The handover wait (1.5 × our own interval) too after a **cold start**: nothing heard
+//!   since the router started or its link came back. A master may exist whose adverts do
+//!   not reach us yet (measured: a peer's IPv6 neighbour entry for us failed while our link
+//!   was down and retries only every second), while ours do reach it and make it step down
+//!   (removing a VIP takes ~15 ms here, longer than the claim wait).
 //!
 //! # Guarantee
 //! Between routers that can hear each other, the VIP is on at most one of them, provided
@@ -446,12 +451,18 @@ impl Vrrp {
     }
 
     fn become_master(&mut self, now: Instant) {
-        // A master still advertising (we are preempting it) gets the handover wait; a
-        // silent one, a leaving one (priority 0) or none at all, the claim wait.
-        let live = self
-            .heard
-            .filter(|h| h.priority != 0 && now < h.at + self.master_down_interval());
-        let wait = live.map_or(CLAIM_WAIT, |h| handover_wait(h.interval));
+        let wait = match self.heard {
+            // Preempting a master that still advertises.
+            Some(h) if h.priority != 0 && now < h.at + self.master_down_interval() => {
+                handover_wait(h.interval)
+            }
+            // The master fell silent or left (priority 0): failover, only rivals matter.
+            Some(_) => CLAIM_WAIT,
+            // Nothing heard since this router started or its link came back: a master may
+            // be there whose adverts do not reach us yet (a peer's neighbour entry for us
+            // still failed); ours reach it, and it steps down if it loses.
+            None => handover_wait(self.settings.advert_interval),
+        };
         self.queue.push_back(Decision::Send {
             priority: self.priority,
         });

@@ -46,13 +46,16 @@ fn started(p: u8, t0: Instant) -> Vrrp {
     fsm
 }
 
-/// Drives `fsm` from Backup to Master holding the VIP, with no adverts heard.
+/// Drives `fsm` from Backup to Master holding the VIP, with no adverts heard (a cold
+/// start: the handover wait).
 fn master(p: u8, t0: Instant) -> (Vrrp, Instant) {
     let mut fsm = started(p, t0);
     let down = t0 + fsm.master_down_interval();
     let (d, _) = drain(&mut fsm, down);
     assert_eq!(d, vec![Decision::Send { priority: p }]);
-    let held = down + CLAIM_WAIT;
+    let (d, _) = drain(&mut fsm, down + ADV);
+    assert_eq!(d, vec![Decision::Send { priority: p }]);
+    let held = down + handover_wait(ADV);
     let (d, _) = drain(&mut fsm, held);
     assert_eq!(d, vec![Decision::TakeOver]);
     assert!(fsm.holds_vip());
@@ -95,14 +98,30 @@ fn nothing_happens_before_the_link_is_up() {
 }
 
 #[test]
-fn the_new_master_advertises_first_and_adds_the_vip_after_the_claim_wait() {
+fn after_a_cold_start_the_new_master_advertises_and_waits_a_handover_before_the_vip() {
     let t0 = Instant::now();
     let mut fsm = started(100, t0);
+    let down = t0 + fsm.master_down_interval();
+    let (d, _) = drain(&mut fsm, down);
+    assert_eq!(d, vec![Decision::Send { priority: 100 }]);
+    let (d, _) = drain(&mut fsm, down + ADV);
+    assert_eq!(d, vec![Decision::Send { priority: 100 }]);
+    assert!(!fsm.holds_vip(), "no VIP during the wait");
+    let (d, _) = drain(&mut fsm, down + handover_wait(ADV));
+    assert_eq!(d, vec![Decision::TakeOver]);
+}
+
+#[test]
+fn when_the_master_falls_silent_the_backup_adds_the_vip_after_the_claim_wait_only() {
+    let t0 = Instant::now();
+    let mut fsm = started(100, t0);
+    fsm.advert(t0, ip("192.0.2.12"), 200, ADV);
     let down = t0 + fsm.master_down_interval();
     let (d, until) = drain(&mut fsm, down);
     assert_eq!(d, vec![Decision::Send { priority: 100 }]);
     assert_eq!(until, Some(down + CLAIM_WAIT));
-    assert!(!fsm.holds_vip(), "no VIP during the claim wait");
+    let (d, _) = drain(&mut fsm, down + CLAIM_WAIT);
+    assert_eq!(d, vec![Decision::TakeOver]);
 }
 
 #[test]
@@ -116,7 +135,7 @@ fn a_rival_heard_during_the_claim_wait_wins_before_either_adds_the_vip() {
     let (d, _) = drain(&mut fsm, down + ms(1));
     assert_eq!(d, vec![Decision::StepDown(StepDownReason::Superseded)]);
     assert_eq!(fsm.phase(), Phase::Backup);
-    let (d, _) = drain(&mut fsm, down + CLAIM_WAIT + ms(1));
+    let (d, _) = drain(&mut fsm, down + handover_wait(ADV) + ms(1));
     assert!(d.is_empty(), "the loser never adds the VIP: {d:?}");
 }
 
@@ -246,11 +265,11 @@ fn preempt_delay_holds_preemption_off_after_start() {
 fn a_master_advertises_every_interval() {
     let t0 = Instant::now();
     let (mut fsm, held) = master(100, t0);
-    let down = held - CLAIM_WAIT;
+    let down = held - handover_wait(ADV);
     let (d, until) = drain(&mut fsm, held);
     assert!(d.is_empty());
-    assert_eq!(until, Some(down + ADV));
-    for i in 1..=5 {
+    assert_eq!(until, Some(down + ADV * 2));
+    for i in 2..=6 {
         let (d, _) = drain(&mut fsm, down + ADV * i);
         assert_eq!(d, vec![Decision::Send { priority: 100 }], "advert {i}");
     }
