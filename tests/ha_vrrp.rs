@@ -138,10 +138,21 @@ fn both_move_to(cluster: &Cluster, to: usize, since: f64, timeout: Duration) -> 
         cluster.holders(VIP6),
         cluster.logs()
     );
-    [VIP4, VIP6].map(|vip| {
-        cluster
-            .added_at(to, vip, since)
-            .map_or(f64::NAN, |at| at - since)
+    [VIP4, VIP6].map(|vip| match cluster.added_at(to, vip, since) {
+        Some(at) => at - since,
+        None => {
+            let events: Vec<_> = cluster.nodes[to]
+                .monitor
+                .events()
+                .into_iter()
+                .filter(|e| e.addr == vip)
+                .collect();
+            println!(
+                "no add of {vip} on {} seen after {since:.3}: {events:?}",
+                cluster.nodes[to].host.name
+            );
+            f64::NAN
+        }
     })
 }
 
@@ -523,7 +534,8 @@ fn keepalived_and_alive_proxy_share_the_vip_with_one_master_and_fail_over_both_w
 const FORGED_EACH: u64 = 20;
 
 /// Sends forged adverts from `forger` to `to`: with TTL/hop limit 64, with a bad checksum
-/// (IPv4 ones spoofing `peer`, the other LB host), and from an address that is no peer.
+/// (IPv4 ones spoofing `peer`, the other LB host; IPv6 ones from the forger's link-local),
+/// and from an address that is no peer.
 /// Each would change the state if accepted: priority 254 makes a master step down,
 /// priority 0 makes a backup take over.
 fn forge(forger: &Host, to: [&str; 2], peer: &str) {
@@ -574,11 +586,8 @@ fn forge(forger: &Host, to: [&str; 2], peer: &str) {
             raw4.send_to(&packet::ipv4_packet(stranger, to4, &msg), &dst4)
                 .expect("send from a stranger");
 
-            // IPv6 from the forger's link-local: hop limit 64, then a bad checksum.
-            raw6.set_unicast_hops_v6(64).expect("hop limit 64");
-            let msg = packet::encode(&v6, IpAddr::V6(link_local), IpAddr::V6(to6));
-            raw6.send_to(&msg, &dst6).expect("send hop limit 64");
-            raw6.set_unicast_hops_v6(255).expect("hop limit 255");
+            // IPv6 from the forger's link-local with a bad checksum (a link-local source may
+            // come with any hop limit: keepalived's unicast adverts do).
             let mut msg = packet::encode(&v6, IpAddr::V6(link_local), IpAddr::V6(to6));
             msg[7] ^= 0x5a;
             raw6.send_to(&msg, &dst6).expect("send bad checksum");
@@ -590,7 +599,6 @@ fn forge(forger: &Host, to: [&str; 2], peer: &str) {
             .expect("raw IPv6 socket");
         raw6.bind(&SockAddr::from(SocketAddrV6::new(stranger6, 0, 0, 0)))
             .expect("bind the stranger's address");
-        raw6.set_unicast_hops_v6(255).expect("hop limit 255");
         for n in 0..FORGED_EACH {
             let advert = Advert {
                 vrid: VRID,
@@ -599,15 +607,19 @@ fn forge(forger: &Host, to: [&str; 2], peer: &str) {
                 addresses: vec![VIP6.parse().expect("VIP6")],
             };
             let msg = packet::encode(&advert, IpAddr::V6(stranger6), IpAddr::V6(to6));
+            // Hop limit 64: routed, and from a global address that must then be a peer.
+            raw6.set_unicast_hops_v6(64).expect("hop limit 64");
+            raw6.send_to(&msg, &dst6).expect("send hop limit 64");
+            raw6.set_unicast_hops_v6(255).expect("hop limit 255");
             raw6.send_to(&msg, &dst6).expect("send from a stranger");
             std::thread::sleep(Duration::from_millis(20));
         }
     });
 }
 
-/// The link-local address on interface `index`, from /proc.
+/// The link-local address on interface `index`, from /proc (this thread's namespace).
 fn link_local_of(index: u32) -> Option<Ipv6Addr> {
-    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    let table = std::fs::read_to_string("/proc/thread-self/net/if_inet6").ok()?;
     table.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let idx = u32::from_str_radix(fields.get(1)?, 16).ok()?;

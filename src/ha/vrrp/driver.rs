@@ -88,6 +88,8 @@ struct Counters {
     dropped: BTreeMap<DropReason, u64>,
 }
 
+/// Link-local peer addresses remembered per instance (see `Shell::learn`).
+const MAX_LEARNED_PEERS: usize = 8;
 /// How often a held VIP's address is re-checked at most, whatever `check_interval` says.
 const MIN_CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -121,6 +123,8 @@ struct Shell {
     last_view: Option<VrrpView>,
     /// Our peer addresses announced since the link last came up.
     announced: Vec<IpAddr>,
+    /// Link-local addresses peers advertised from (IPv6 unicast): also destinations.
+    learned: Vec<IpAddr>,
 }
 
 /// Runs one VRRP instance until `stop` changes: removes a stale VIP, then starts as a
@@ -151,6 +155,7 @@ pub async fn run_vrrp(
         last_phase: Phase::Initialize,
         last_view: None,
         announced: Vec::new(),
+        learned: Vec::new(),
     };
     shell.refresh_priority(Instant::now());
     shell.setup().await;
@@ -221,6 +226,7 @@ pub async fn run_vrrp(
             Wake::Timer => {}
             Wake::Packet(Ok((from, advert))) => {
                 shell.counters.received += 1;
+                shell.learn(from);
                 shell
                     .fsm
                     .advert(now, from, advert.priority, advert.interval());
@@ -365,12 +371,19 @@ impl Shell {
         self.fsm.link_down(now);
     }
 
-    /// Health → priority, the held VIP still there, and setup retried while broken.
+    /// Health → priority, the held VIP still there, the peers' neighbour entries warm, and
+    /// setup retried while broken.
     async fn tick(&mut self) {
         let now = Instant::now();
         self.refresh_priority(now);
         if self.fsm.holds_vip() && !self.keeper.ensure().await {
             self.resign(now);
+        }
+        if let (Some(link), Some((index, false))) = (&self.link, self.socket_for)
+            && self.source.is_some()
+            && let Err(e) = link.resolve(index, &self.destinations()).await
+        {
+            tracing::debug!(instance = %self.inst.name, "resolving the peers: {e}");
         }
         if self.link.is_none() || (self.socket.is_none() && self.last_error.is_some()) {
             self.setup().await;
@@ -407,7 +420,7 @@ impl Shell {
             addresses: vec![self.inst.vip],
         };
         let mut failed = None;
-        for dst in destinations(&self.unicast, self.inst.vip.is_ipv6()) {
+        for dst in self.destinations() {
             let msg = packet::encode(&advert, source, dst);
             if let Err(e) = socket.send(&msg, source, dst) {
                 failed = Some((dst, e));
@@ -467,6 +480,39 @@ impl Shell {
         self.fsm.resign(now, hold_off);
     }
 
+    /// Where adverts go: the unicast peers plus the link-local addresses peers advertised
+    /// from, or the multicast group.
+    fn destinations(&self) -> Vec<IpAddr> {
+        let mut all = destinations(&self.unicast, self.inst.vip.is_ipv6());
+        if !self.unicast.is_empty() {
+            all.extend(
+                self.learned
+                    .iter()
+                    .filter(|l| !all.contains(l))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        all
+    }
+
+    /// keepalived binds its IPv6 unicast receive socket to its advert source, by default its
+    /// link-local address: adverts sent to the global address listed in `peer` never reach
+    /// it. So, in IPv6 unicast mode, the link-local source of every valid advert becomes a
+    /// destination too (bounded; kept while the process runs).
+    fn learn(&mut self, from: IpAddr) {
+        let link_local = matches!(from, IpAddr::V6(a) if a.is_unicast_link_local());
+        if link_local
+            && !self.unicast.is_empty()
+            && !self.learned.contains(&from)
+            && self.learned.len() < MAX_LEARNED_PEERS
+        {
+            tracing::info!(instance = %self.inst.name, peer = %from,
+                "a peer advertises from its link-local address; our adverts go there too");
+            self.learned.push(from);
+        }
+    }
+
     fn endpoint(&self) -> String {
         if self.unicast.is_empty() {
             let group = destinations(&[], self.inst.vip.is_ipv6());
@@ -508,7 +554,7 @@ impl Shell {
             advert_interval_ms: self.inst.settings.advert_interval.as_millis() as u64,
             master,
             source: self.source,
-            destinations: destinations(&self.unicast, self.inst.vip.is_ipv6()),
+            destinations: self.destinations(),
             adverts_received: self.counters.received,
             adverts_sent: self.counters.sent,
             send_errors: self.counters.send_errors,

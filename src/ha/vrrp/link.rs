@@ -15,6 +15,7 @@ use rtnetlink::Handle;
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::sys::{AsyncSocket, SocketAddr as NetlinkAddr};
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,28 @@ impl LinkWatch {
             mac,
             addresses: addresses.iter().map(|a| a.addr).collect(),
         })
+    }
+
+    /// Asks the kernel to resolve (or refresh) its neighbour entries for `peers` on the
+    /// interface, as a packet to them would (RTM_NEWNEIGH with NTF_USE). A backup sends
+    /// nothing, so without this a new master's first adverts to a peer that is itself
+    /// down start from no entry: the kernel then solicits only every second, and the peer,
+    /// back within that second, misses our adverts and elects itself. With a cached MAC the
+    /// adverts go out at once and reach it the moment it is back.
+    pub async fn resolve(&self, index: u32, peers: &[IpAddr]) -> Result<(), LinkError> {
+        for peer in peers {
+            let request = self
+                .handle
+                .neighbours()
+                .add(index, *peer)
+                .state(NeighbourState::Incomplete)
+                .flags(NeighbourFlags::Use)
+                .replace();
+            if let Err(e) = request.execute().await {
+                return Err(netlink("resolve a peer", e));
+            }
+        }
+        Ok(())
     }
 
     /// Every usable address of this host, on any interface.

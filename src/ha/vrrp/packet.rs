@@ -290,10 +290,16 @@ pub struct Received<'a> {
 ///
 /// IPv6 sources are link-local (RFC 5798 §5.1.2.2) and the peers in `alive.yaml` are the
 /// hosts' global addresses, which a packet does not map to: a link-local source passes the
-/// source check (its hop limit of 255 already proves it is on the link). Global sources,
-/// and every IPv4 source, must be listed.
+/// source check. Global sources, and every IPv4 source, must be listed.
+///
+/// The TTL check proves an advert was not routed. keepalived sends IPv6 *unicast* adverts
+/// with the default hop limit (64) unless `unicast_ttl 255` is configured; its source is
+/// link-local, which no router forwards (RFC 4291 §2.5.6), so that proves the same thing.
+/// Hence in unicast mode a link-local IPv6 source may come with any hop limit; everything
+/// else needs 255.
 pub fn validate(rx: &Received<'_>, expect: &Expect<'_>) -> Result<Advert, DropReason> {
-    if rx.ttl != TTL {
+    let link_local = matches!(rx.src, IpAddr::V6(a) if a.is_unicast_link_local());
+    if rx.ttl != TTL && !(link_local && expect.peers.is_some()) {
         return Err(DropReason::Ttl);
     }
     let advert = decode(rx.msg, rx.src.is_ipv6())?;
@@ -310,7 +316,6 @@ pub fn validate(rx: &Received<'_>, expect: &Expect<'_>) -> Result<Advert, DropRe
         return Err(DropReason::Addresses);
     }
     if let Some(peers) = expect.peers {
-        let link_local = matches!(rx.src, IpAddr::V6(a) if a.is_unicast_link_local());
         if !link_local && !peers.contains(&rx.src) {
             return Err(DropReason::Source);
         }
@@ -560,8 +565,27 @@ mod tests {
             Err(DropReason::Source)
         );
         assert_eq!(
-            check("fe80::12", "2001:db8::11", 64, &from_ll, Some(&peers)),
+            check(
+                "2001:db8::66",
+                "2001:db8::11",
+                64,
+                &from_global,
+                Some(&peers)
+            ),
             Err(DropReason::Ttl)
+        );
+    }
+
+    #[test]
+    fn keepalived_ipv6_unicast_hop_limit_64_passes_from_a_link_local_source_only() {
+        let peers = [ip("2001:db8::12")];
+        let from_ll = encode(&advert("2001:db8::100"), ip("fe80::12"), ip("2001:db8::11"));
+        assert!(check("fe80::12", "2001:db8::11", 64, &from_ll, Some(&peers)).is_ok());
+        let to_group = encode(&advert("2001:db8::100"), ip("fe80::12"), ip("ff02::12"));
+        assert_eq!(
+            check("fe80::12", "ff02::12", 64, &to_group, None),
+            Err(DropReason::Ttl),
+            "multicast mode keeps RFC 5798's hop limit 255"
         );
     }
 
