@@ -315,10 +315,11 @@ pub fn validate(rx: &Received<'_>, expect: &Expect<'_>) -> Result<Advert, DropRe
     if advert.addresses != [expect.vip] {
         return Err(DropReason::Addresses);
     }
-    if let Some(peers) = expect.peers {
-        if !link_local && !peers.contains(&rx.src) {
-            return Err(DropReason::Source);
-        }
+    if let Some(peers) = expect.peers
+        && !link_local
+        && !peers.contains(&rx.src)
+    {
+        return Err(DropReason::Source);
     }
     Ok(advert)
 }

@@ -20,6 +20,10 @@ use super::*;
 /// Real time in microseconds.
 type Micros = u64;
 
+/// `(router, pair, from, to)`: a period in which a router (all its pairs) or one pair of
+/// routers could not hear each other.
+type Window = (Option<usize>, Option<(usize, usize)>, Micros, Micros);
+
 const SEC: Micros = 1_000_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -104,8 +108,7 @@ struct Sim {
     events: Vec<Option<Event>>,
     hosts: Vec<Host>,
     partitions: Vec<(usize, usize)>,
-    /// `(router or (a, b), from, to)` periods in which some pair could not hear each other.
-    windows: Vec<(Option<usize>, Option<(usize, usize)>, Micros, Micros)>,
+    windows: Vec<Window>,
     open: Vec<Option<Micros>>,
     vip_changes: Vec<(Micros, usize, bool)>,
     rng: StdRng,
