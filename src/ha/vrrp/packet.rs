@@ -341,10 +341,11 @@ mod tests {
         }
     }
 
-    /// Captured from keepalived 2.2.7 (`tcpdump -x`), VRRPv3 unicast 192.0.2.11 →
-    /// 192.0.2.12, vrid 51, priority 100, advert_int 0.1 s, VIP 192.0.2.100.
-    const KEEPALIVED_V4: [u8; 12] = [
-        0x31, 0x33, 0x64, 0x01, 0x00, 0x0a, 0x00, 0x00, 192, 0, 2, 100,
+    /// Captured from keepalived 2.2.7 (`tcpdump -x`, whole IP packet), VRRPv3 unicast
+    /// 192.0.2.11 → 192.0.2.12, vrid 51, priority 100, advert_int 0.1 s, VIP 192.0.2.100.
+    const KEEPALIVED_V4: [u8; 32] = [
+        0x45, 0xc0, 0x00, 0x20, 0x00, 0x0d, 0x00, 0x00, 0xff, 0x70, 0x36, 0x89, 192, 0, 2, 11, 192,
+        0, 2, 12, 0x31, 0x33, 0x64, 0x01, 0x00, 0x0a, 0x23, 0xc8, 192, 0, 2, 100,
     ];
 
     #[test]
@@ -394,17 +395,24 @@ mod tests {
 
     #[test]
     fn a_keepalived_advert_decodes_and_its_checksum_verifies() {
-        let mut msg = KEEPALIVED_V4.to_vec();
-        let (src, dst) = (ip("192.0.2.11"), ip("192.0.2.12"));
-        let sum = checksum(&msg, src, dst);
-        msg[6..8].copy_from_slice(&sum.to_be_bytes());
-        let decoded = decode(&msg, false).expect("decodes");
+        let (header, msg) = parse_ipv4(&KEEPALIVED_V4).expect("IPv4 header");
+        assert_eq!((header.ttl, header.protocol), (255, PROTOCOL));
+        let (src, dst) = (IpAddr::V4(header.src), IpAddr::V4(header.dst));
+        assert!(
+            checksum_ok(msg, src, dst),
+            "our pseudo-header sum is keepalived's"
+        );
+        let decoded = decode(msg, false).expect("decodes");
         assert_eq!(
             (decoded.vrid, decoded.priority, decoded.interval()),
             (51, 100, Duration::from_millis(100))
         );
         assert_eq!(decoded.addresses, vec![ip("192.0.2.100")]);
-        assert!(checksum_ok(&msg, src, dst));
+        assert_eq!(
+            encode(&decoded, src, dst),
+            msg,
+            "and we encode it byte for byte"
+        );
     }
 
     #[test]
