@@ -406,3 +406,62 @@ fn keepalived_defaults_when_nothing_is_said() {
     assert_eq!(plan.admin.socket, Path::new(config::DEFAULT_ADMIN_SOCKET));
     assert_eq!(plan.admin.http, Some(addr(config::DEFAULT_ADMIN_HTTP)));
 }
+
+#[test]
+fn peers_without_a_lock_plan_vrrp_with_its_keys_and_keepalived_defaults() {
+    let loaded = load_valid("vrrp.yaml");
+    let plan = &loaded.plan;
+    match &plan.instances[0].lock {
+        LockPlan::Vrrp(v) => {
+            assert_eq!(v.vrid, 40);
+            assert_eq!(v.priority, 150);
+            assert_eq!(v.advert_interval, Duration::from_millis(100));
+            assert!(!v.preempt, "nopreempt: true");
+            assert_eq!(v.preempt_delay, Duration::from_millis(2500));
+        }
+        other => panic!("VRRP expected, got {other:?}"),
+    }
+    match &plan.instances[1].lock {
+        LockPlan::Vrrp(v) => {
+            assert_eq!(v.vrid, 41);
+            assert_eq!(v.priority, 100, "keepalived's default priority");
+            assert_eq!(v.advert_interval, Duration::from_secs(1));
+            assert!(v.preempt);
+            assert_eq!(v.preempt_delay, Duration::ZERO);
+        }
+        other => panic!("VRRP expected, got {other:?}"),
+    }
+    assert_eq!(
+        plan.instances[2].lock,
+        LockPlan::None,
+        "no lock and no peers: single host"
+    );
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.headline()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].ends_with(
+            "vrrp.yaml:30:17: warning: `priority` has no effect: VRRP runs only with a `peer` list and no lock, and this VIP is held by this host alone (no lock and no `peer`)"
+        ),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn check_says_what_holds_each_vip() {
+    let loaded = load_valid("vrrp.yaml");
+    let text = config::summary::render(&loaded.plan, loaded.warnings.len());
+    assert!(
+        text.contains("held by: VRRPv3 among the peers (no lock): vrid 40, priority 150, advert_int 0.1s, nopreempt"),
+        "{text}"
+    );
+    assert!(
+        text.contains("held by: this host alone (single host: no lock and no peers)"),
+        "{text}"
+    );
+    let seed = load_valid("seed.yaml");
+    let text = config::summary::render(&seed.plan, 0);
+    assert!(
+        text.contains("lease: kube Lease kube-system/alive-proxy-vip-1"),
+        "{text}"
+    );
+}

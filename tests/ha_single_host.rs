@@ -20,20 +20,17 @@ const VIP6: &str = "2001:db8::100";
 static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
-fn no_lock_holds_the_vip_unconditionally_and_warns_about_listed_peers() {
+fn no_lock_and_no_peers_hold_the_vip_unconditionally_and_say_so_at_start() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = Lab::new();
     let lb1 = lab.add_host("lb1", &["192.0.2.11/24", "2001:db8::11/64"]);
-    let mut node = start_node(
-        &lb1,
-        &["--vip", VIP4, "--vip", VIP6, "--peer", "192.0.2.12"],
-    );
+    let mut node = start_node(&lb1, &["--vip", VIP4, "--vip", VIP6]);
     wait::until_or_panic(Duration::from_secs(10), "lb1 to hold both VIPs", || {
         lb1.has_address(VIP4) && lb1.has_address(VIP6)
     });
     assert!(
-        node.log().contains("NOTHING prevents the peers"),
-        "no loud warning about peers without a lock:\n{}",
+        node.log().contains("single host: no lock and no peers"),
+        "single-host mode not said at start:\n{}",
         node.log()
     );
     node.signal(libc::SIGTERM);

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use alive_proxy::config::{AdminPlan, BackendKey, Scheduler};
 use alive_proxy::health::BackendStatus;
 use alive_proxy::stats::admin::{self, AdminError, AdminServer};
+use alive_proxy::stats::control::VrrpView;
 use alive_proxy::stats::{CertExpiry, Readiness, StatsRegistry, VipRole, VipView, socket};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,6 +70,23 @@ fn populated_registry() -> Arc<StatsRegistry> {
             }],
             last_error: None,
             removal_pending: false,
+        },
+    );
+    control.vrrp_state(
+        "test-0",
+        VrrpView {
+            vrid: 51,
+            state: "MASTER".into(),
+            priority: 50,
+            configured_priority: 100,
+            advert_interval_ms: 100,
+            master: Some("192.0.2.11".parse().expect("literal")),
+            source: Some("192.0.2.11".parse().expect("literal")),
+            destinations: vec!["192.0.2.12".parse().expect("literal")],
+            adverts_received: 7,
+            adverts_sent: 42,
+            send_errors: 0,
+            dropped: [("checksum".to_string(), 3)].into_iter().collect(),
         },
     );
     let worker = registry.worker(0);
@@ -339,6 +357,17 @@ fn metrics_report_the_recorded_counts_with_labels() {
         format!(r#"alive_proxy_backend_connect_duration_seconds_bucket{{{labels},le="+Inf"}} 3"#),
         format!("alive_proxy_backend_up{{{labels}}} 1"),
         r#"alive_proxy_vip_master{instance="test-0",vip="192.0.2.1"} 1"#.to_owned(),
+        r#"alive_proxy_vip_role{instance="test-0",vip="192.0.2.1",role="MASTER"} 1"#.to_owned(),
+        r#"alive_proxy_vip_role{instance="test-0",vip="192.0.2.1",role="FAULT"} 0"#.to_owned(),
+        r#"alive_proxy_vrrp_priority{instance="test-0",vip="192.0.2.1",vrid="51"} 50"#.to_owned(),
+        r#"alive_proxy_vrrp_adverts_sent_total{instance="test-0",vip="192.0.2.1",vrid="51"} 42"#
+            .to_owned(),
+        r#"alive_proxy_vrrp_adverts_received_total{instance="test-0",vip="192.0.2.1",vrid="51"} 7"#
+            .to_owned(),
+        r#"alive_proxy_vrrp_adverts_dropped_total{instance="test-0",vip="192.0.2.1",vrid="51",reason="checksum"} 3"#
+            .to_owned(),
+        r#"alive_proxy_vrrp_adverts_dropped_total{instance="test-0",vip="192.0.2.1",vrid="51",reason="ttl"} 0"#
+            .to_owned(),
     ] {
         assert!(
             body.lines().any(|l| l == line),

@@ -5,7 +5,8 @@
 //! For VIP ownership the diff decides how much must move: only a new VIP address, a new
 //! interface or a different lock record (kind, lease name and namespace, etcd key, VRRP
 //! router id) means letting go of the VIP ([`InstanceChange::Moved`]); timing, kubeconfigs,
-//! etcd endpoints and peers are applied to the running ownership in place
+//! etcd endpoints, peers and VRRP priority, advert interval and preemption are applied to
+//! the running ownership in place
 //! ([`InstanceChange::Retuned`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -178,6 +179,17 @@ fn compare(before: &Instance, after: &Instance) -> Option<InstanceChange> {
         (LockPlan::Etcd(a), LockPlan::Etcd(b)) if a.endpoints != b.endpoints => {
             retuned.push("etcd endpoints");
         }
+        (LockPlan::Vrrp(a), LockPlan::Vrrp(b)) => {
+            if a.priority != b.priority {
+                retuned.push("priority");
+            }
+            if a.advert_interval != b.advert_interval {
+                retuned.push("advert_int");
+            }
+            if a.preempt != b.preempt || a.preempt_delay != b.preempt_delay {
+                retuned.push("preempt");
+            }
+        }
         _ => {}
     }
     if before.peers != after.peers {
@@ -197,6 +209,7 @@ fn same_lock_record(a: &LockPlan, b: &LockPlan) -> bool {
             a.lease_name == b.lease_name && a.namespace == b.namespace
         }
         (LockPlan::Etcd(a), LockPlan::Etcd(b)) => a.key == b.key,
+        (LockPlan::Vrrp(a), LockPlan::Vrrp(b)) => a.vrid == b.vrid,
         _ => false,
     }
 }

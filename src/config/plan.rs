@@ -65,16 +65,40 @@ impl Family {
     }
 }
 
-/// Who decides which host holds the VIP.
+/// Who decides which host holds the VIP: a lock (with or without peers) → the lease; no
+/// lock and a `peer` list → VRRP among the peers; neither → this host alone.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "backend", rename_all = "snake_case")]
 pub enum LockPlan {
-    /// No lock configured: this host holds the VIP unconditionally (single-host mode).
+    /// No lock and no peers: this host holds the VIP unconditionally (single-host mode).
     None,
     /// `kube_lock`: a coordination.k8s.io/v1 Lease, kubeconfigs tried in order.
     Kube(KubeLock),
     /// `etcd_lock` (alive-proxy addition): an etcd v3 lease + transaction on one key.
     Etcd(EtcdLock),
+    /// No lock and a `peer` list: VRRPv3 (RFC 5798) among the peers, as keepalived does.
+    Vrrp(VrrpPlan),
+}
+
+/// VRRPv3 settings of one instance (optional keys under `vip:`, keepalived's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VrrpPlan {
+    /// `vip.id`, required for VRRP: the virtual router id (1..=255).
+    pub vrid: u8,
+    /// `vip.priority` (default 100, 1..=254): the highest priority becomes master.
+    pub priority: u8,
+    /// `vip.advert_int` (default 1 s, whole centiseconds from 0.01 s to 40.95 s).
+    pub advert_interval: Duration,
+    /// `vip.preempt` (default true; `nopreempt: true` turns it off): a higher-priority
+    /// backup takes the VIP from a lower-priority master.
+    pub preempt: bool,
+    /// `vip.preempt_delay` (default 0): no preemption this long after start or link up.
+    pub preempt_delay: Duration,
+}
+
+impl VrrpPlan {
+    pub const DEFAULT_PRIORITY: u8 = 100;
+    pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -30,12 +30,40 @@ pub struct RawInstance {
     pub check_timeout: Option<Duration>,
     pub name: Option<Spanned<String>>,
     pub peers: Vec<Spanned<IpAddr>>,
+    /// Where `vip.peer` is (VRRP errors point at it).
+    pub peers_pos: Option<Pos>,
+    pub vrrp: RawVrrp,
     pub kube_lock: Option<RawKube>,
     pub etcd_lock: Option<RawEtcd>,
     pub ips: Vec<Spanned<IpAddr>>,
     /// Where `ipvs.ips` is (for "no backends" errors).
     pub ips_pos: Pos,
     pub ports: Vec<RawPort>,
+}
+
+/// The VRRP keys under `vip:` (alive-proxy additions, keepalived's names and meanings).
+#[derive(Debug, Default)]
+pub struct RawVrrp {
+    pub priority: Option<Spanned<u8>>,
+    pub advert_int: Option<Spanned<Duration>>,
+    pub preempt: Option<Spanned<bool>>,
+    pub nopreempt: Option<Spanned<bool>>,
+    pub preempt_delay: Option<Spanned<Duration>>,
+}
+
+impl RawVrrp {
+    /// The first VRRP key given, for "has no effect" warnings.
+    pub fn first_given(&self) -> Option<(&'static str, Pos)> {
+        [
+            ("priority", self.priority.as_ref().map(|s| s.pos)),
+            ("advert_int", self.advert_int.as_ref().map(|s| s.pos)),
+            ("preempt", self.preempt.as_ref().map(|s| s.pos)),
+            ("nopreempt", self.nopreempt.as_ref().map(|s| s.pos)),
+            ("preempt_delay", self.preempt_delay.as_ref().map(|s| s.pos)),
+        ]
+        .into_iter()
+        .find_map(|(key, pos)| Some((key, pos?)))
+    }
 }
 
 #[derive(Debug)]
@@ -219,6 +247,56 @@ fn seconds(node: &Node, what: &str, diags: &mut Diags<'_>) -> Option<Duration> {
     }
 }
 
+/// Seconds that may be 0 (`preempt_delay`), at most `max_secs`.
+fn seconds_or_zero(
+    node: &Node,
+    what: &str,
+    max_secs: u64,
+    diags: &mut Diags<'_>,
+) -> Option<Duration> {
+    let expected = format!("a number of seconds from 0 to {max_secs}, such as 0 or 2.5");
+    let s = scalar(node, what, &expected, diags)?;
+    match keepalived::values::parse_timer(s.value.trim()) {
+        Ok(d) if d <= Duration::from_secs(max_secs) => Some(d),
+        Ok(_) => {
+            diags.error(
+                node.pos,
+                format!("{what} `{}` is too large", s.value),
+                expected,
+            );
+            None
+        }
+        Err(why) => {
+            diags.error(
+                node.pos,
+                format!("{what} `{}` is invalid: {why}", s.value),
+                expected,
+            );
+            None
+        }
+    }
+}
+
+/// VRRPv3 carries the advertisement interval in 12 bits of centiseconds.
+fn advert_interval(node: &Node, diags: &mut Diags<'_>) -> Option<Duration> {
+    const EXPECTED: &str = "seconds in whole centiseconds from 0.01 to 40.95, such as 1 or 0.1";
+    let d = seconds(node, "advert_int", diags)?;
+    let centis = d.as_micros() / 10_000;
+    if d.as_micros() % 10_000 != 0 {
+        diags.error(
+            node.pos,
+            "advert_int is not a whole number of centiseconds (VRRPv3 carries centiseconds)",
+            EXPECTED,
+        );
+        None
+    } else if centis > 4095 {
+        diags.error(node.pos, "advert_int is longer than 40.95 s", EXPECTED);
+        None
+    } else {
+        Some(d)
+    }
+}
+
 fn boolean(node: &Node, what: &str, diags: &mut Diags<'_>) -> Option<bool> {
     let s = scalar(node, what, "true or false", diags)?;
     match s.value.to_ascii_lowercase().as_str() {
@@ -261,6 +339,11 @@ const VIP_KEYS: &[&str] = &[
     "peer",
     "kube_lock",
     "etcd_lock",
+    "priority",
+    "advert_int",
+    "preempt",
+    "nopreempt",
+    "preempt_delay",
 ];
 const KUBE_KEYS: &[&str] = &["kubecfgs", "lease_name", "namespace"];
 const ETCD_KEYS: &[&str] = &["endpoints", "key"];
@@ -358,6 +441,8 @@ fn instance(node: &Node, diags: &mut Diags<'_>) -> RawInstance {
         check_timeout: None,
         name: None,
         peers: Vec::new(),
+        peers_pos: None,
+        vrrp: RawVrrp::default(),
         kube_lock: None,
         etcd_lock: None,
         ips: Vec::new(),
@@ -419,6 +504,7 @@ fn vip_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {
         inst.name = string(n, "name", diags);
     }
     if let Some(n) = m.get("peer") {
+        inst.peers_pos = Some(n.pos);
         inst.peers = seq(n, "peer", diags)
             .iter()
             .filter_map(|p| ip(p, "peer", diags))
@@ -430,7 +516,36 @@ fn vip_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {
     if let Some(n) = m.get("etcd_lock") {
         inst.etcd_lock = etcd_lock(n, diags);
     }
+    vrrp_keys(&mut m, &mut inst.vrrp, diags);
     m.finish("vip", VIP_KEYS, diags);
+}
+
+fn spanned<T>(node: &Node, value: T) -> Spanned<T> {
+    Spanned {
+        value,
+        pos: node.pos,
+    }
+}
+
+fn vrrp_keys(m: &mut MapReader<'_>, vrrp: &mut RawVrrp, diags: &mut Diags<'_>) {
+    if let Some(n) = m.get("priority") {
+        // 255 is RFC 5798's "address owner", which no LB host is: the VIP is nobody's own.
+        vrrp.priority = int(n, "priority", 1, 254, diags).map(|v| spanned(n, v.value as u8));
+    }
+    if let Some(n) = m.get("advert_int") {
+        vrrp.advert_int = advert_interval(n, diags).map(|d| spanned(n, d));
+    }
+    if let Some(n) = m.get("preempt") {
+        vrrp.preempt = boolean(n, "preempt", diags).map(|b| spanned(n, b));
+    }
+    if let Some(n) = m.get("nopreempt") {
+        vrrp.nopreempt = boolean(n, "nopreempt", diags).map(|b| spanned(n, b));
+    }
+    if let Some(n) = m.get("preempt_delay") {
+        // keepalived's limit.
+        vrrp.preempt_delay =
+            seconds_or_zero(n, "preempt_delay", 1000, diags).map(|d| spanned(n, d));
+    }
 }
 
 fn kube_lock(node: &Node, diags: &mut Diags<'_>) -> Option<RawKube> {

@@ -1,5 +1,6 @@
 //! The human-readable plan printed by `alive-proxy check`: per VIP its family, interface,
-//! id, lease backend with kubeconfigs in order and peers; per port the scheduler,
+//! id, what holds it (a lease with its kubeconfigs in order, VRRP, or this host alone) and
+//! peers; per port the scheduler,
 //! persistence, quorum, backends with weights and each health check with its timings.
 
 use std::fmt::Write;
@@ -86,7 +87,21 @@ fn instance(out: &mut String, inst: &Instance) {
         LockPlan::None => {
             let _ = writeln!(
                 out,
-                "  lease: none (this host always holds the VIP), {timing}"
+                "  held by: this host alone (single host: no lock and no peers), {timing}"
+            );
+        }
+        LockPlan::Vrrp(v) => {
+            let _ = writeln!(
+                out,
+                "  held by: VRRPv3 among the peers (no lock): vrid {}, priority {}, advert_int {}, {}",
+                v.vrid,
+                v.priority,
+                secs(v.advert_interval),
+                if v.preempt {
+                    format!("preempt (preempt_delay {})", secs(v.preempt_delay))
+                } else {
+                    "nopreempt".to_string()
+                }
             );
         }
         LockPlan::Kube(k) => {
@@ -109,11 +124,16 @@ fn instance(out: &mut String, inst: &Instance) {
     let peers: Vec<String> = inst.peers.iter().map(|p| p.to_string()).collect();
     let _ = writeln!(
         out,
-        "  peers: {}",
+        "  peers: {}{}",
         if peers.is_empty() {
             "none".to_string()
         } else {
             peers.join(", ")
+        },
+        if matches!(inst.lock, LockPlan::Vrrp(_)) {
+            " (adverts go to those that are not this host's addresses; multicast if none is left)"
+        } else {
+            ""
         }
     );
     for svc in &inst.services {

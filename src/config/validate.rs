@@ -148,6 +148,9 @@ fn instance(inst: &RawInstance, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Opt
         }
     }
     let lock = lock_plan(inst, &name, ctx, diags);
+    if let Some(lock) = &lock {
+        warn_unused_vrrp_keys(inst, lock, diags);
+    }
     let backends_ok = backends_valid(inst, family, diags);
     let mut services = Vec::new();
     let mut seen_ports: HashMap<u16, Pos> = HashMap::new();
@@ -320,7 +323,65 @@ fn lock_plan(
                 })
             })
         }
+        (None, None) if inst.peers_pos.is_some() => vrrp_plan(inst, diags).map(LockPlan::Vrrp),
         (None, None) => Some(LockPlan::None),
+    }
+}
+
+/// No lock and a `peer` list: VRRP among the peers, which needs a virtual router id.
+fn vrrp_plan(inst: &RawInstance, diags: &mut Diags<'_>) -> Option<VrrpPlan> {
+    let Some(id) = inst.id else {
+        diags.error(
+            inst.peers_pos.unwrap_or(inst.pos),
+            "`peer` without a lock means VRRP among the peers, and VRRP needs `id` (the virtual router id)",
+            "`id: N` (1..255, the same on every peer) in this vip section, or a kube_lock / etcd_lock",
+        );
+        return None;
+    };
+    let v = &inst.vrrp;
+    let preempt = match (v.preempt, v.nopreempt) {
+        (Some(p), Some(n)) if p.value == n.value => {
+            diags.error(
+                n.pos,
+                format!(
+                    "nopreempt {} contradicts preempt {} at line {}",
+                    n.value, p.value, p.pos.line
+                ),
+                "one of preempt / nopreempt",
+            );
+            return None;
+        }
+        (Some(p), _) => p.value,
+        (None, Some(n)) => !n.value,
+        (None, None) => true,
+    };
+    Some(VrrpPlan {
+        vrid: id.value,
+        priority: v.priority.map_or(VrrpPlan::DEFAULT_PRIORITY, |p| p.value),
+        advert_interval: v
+            .advert_int
+            .map_or(VrrpPlan::DEFAULT_ADVERT_INTERVAL, |a| a.value),
+        preempt,
+        preempt_delay: v.preempt_delay.map_or(Duration::ZERO, |d| d.value),
+    })
+}
+
+/// VRRP keys on an instance that does not run VRRP are kept (the file stays valid) but said
+/// to have no effect.
+fn warn_unused_vrrp_keys(inst: &RawInstance, lock: &LockPlan, diags: &mut Diags<'_>) {
+    let held_by = match lock {
+        LockPlan::Vrrp(_) => return,
+        LockPlan::None => "this host alone (no lock and no `peer`)",
+        LockPlan::Kube(_) => "the kube_lock lease",
+        LockPlan::Etcd(_) => "the etcd_lock lease",
+    };
+    if let Some((key, pos)) = inst.vrrp.first_given() {
+        diags.warning(
+            pos,
+            format!(
+                "`{key}` has no effect: VRRP runs only with a `peer` list and no lock, and this VIP is held by {held_by}"
+            ),
+        );
     }
 }
 

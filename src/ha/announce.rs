@@ -31,6 +31,20 @@ mod raw;
 use frames::{ArpOp, arp_probe, gratuitous_arp, parse_arp, parse_na, unsolicited_na};
 pub use frames::{Mac, format_mac};
 
+/// Announces one of this host's own addresses once: a gratuitous ARP request, or an
+/// unsolicited NA with the Override flag. Neighbours whose entry for it got stuck
+/// (incomplete or failed while our link was down; Linux retries only every second) learn
+/// our MAC at once. VRRP sends it when its link returns, for the addresses its peers send
+/// their adverts to.
+pub fn announce_address(addr: IpAddr, ifindex: u32, mac: Mac) -> std::io::Result<()> {
+    match addr {
+        IpAddr::V4(a) => {
+            raw::ArpSocket::open(ifindex)?.send(&gratuitous_arp(ArpOp::Request, mac, a))
+        }
+        IpAddr::V6(a) => raw::NaSender::open(a, ifindex)?.send(&unsolicited_na(mac, a)),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnounceOptions {
     /// Announcements per burst.

@@ -65,16 +65,20 @@ pub struct InstanceTask<V: VipOps> {
 }
 
 /// A stop in progress.
-struct Stopping {
-    drain_until: Option<Instant>,
-    await_next_holder: bool,
+pub(crate) struct Stopping {
+    pub(crate) drain_until: Option<Instant>,
+    pub(crate) await_next_holder: bool,
     handed_over: Option<oneshot::Sender<bool>>,
     /// Give up on a VIP that cannot be removed after this.
     give_up_at: Instant,
 }
 
 impl Stopping {
-    fn from(command: Option<InstanceCommand>, now: Instant, bound: Duration) -> Option<Stopping> {
+    pub(crate) fn from(
+        command: Option<InstanceCommand>,
+        now: Instant,
+        bound: Duration,
+    ) -> Option<Stopping> {
         match command {
             Some(InstanceCommand::Stop {
                 drain_until,
@@ -97,7 +101,7 @@ impl Stopping {
         }
     }
 
-    fn handed_over(&mut self, parked: bool) {
+    pub(crate) fn handed_over(&mut self, parked: bool) {
         if let Some(tx) = self.handed_over.take() {
             // The supervisor may have stopped waiting; nothing else to tell.
             let _ = tx.send(parked);
@@ -106,7 +110,10 @@ impl Stopping {
 }
 
 /// Waits until `until` or a `FinishDrain` (or the supervisor going away).
-async fn wait_for_drain(commands: &mut mpsc::UnboundedReceiver<InstanceCommand>, until: Instant) {
+pub(crate) async fn wait_for_drain(
+    commands: &mut mpsc::UnboundedReceiver<InstanceCommand>,
+    until: Instant,
+) {
     let deadline = tokio::time::sleep_until(until.into());
     tokio::pin!(deadline);
     loop {

@@ -18,6 +18,8 @@
 //!   gratuitous ARP / unsolicited NA and the watch for other hosts claiming a held VIP.
 //! - [`forward`]: the new holder's nftables forwarding of a handed-over VIP's sessions to
 //!   the previous holder.
+//! - [`vrrp`]: VRRPv3 among the peers when no lock is configured (RFC 5798, keepalived
+//!   interoperable): packet, state machine, raw sockets, driver.
 //! - [`status`]: what HA reports upward ([`status::HaObserver`]: ownership and failures).
 //! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload, handover, shutdown.
 //! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
@@ -36,6 +38,7 @@ pub mod status;
 pub mod supervisor;
 pub mod timing;
 pub mod vip;
+pub mod vrrp;
 
 pub use status::{HaFailure, HaObserver};
 pub use supervisor::{HaApplied, HaError, HaOptions, HaSupervisor, host_identity};

@@ -2,6 +2,8 @@
 //! control-loop failure ([`HaFailure`]), reported upward through [`HaObserver`] so this
 //! module never depends on stats (stats implements the trait).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::online::kubeconfig::check_and_warn;
+use crate::config::BackendKey;
 
 /// How often kubeconfig client certificates are re-read for their expiry (and warned
 /// about): a rotated certificate shows up within this.
@@ -71,6 +74,30 @@ impl Default for VipView {
             removal_pending: false,
         }
     }
+}
+
+/// A VRRP instance's protocol state and counters (instances owned by VRRP only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VrrpView {
+    pub vrid: u8,
+    /// keepalived's state names: INIT, BACKUP, MASTER, FAULT.
+    pub state: String,
+    /// Advertised now (lowered while no backend is healthy).
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub advert_interval_ms: u64,
+    /// The master as far as this host knows (itself when master).
+    pub master: Option<IpAddr>,
+    /// This host's advert source address.
+    pub source: Option<IpAddr>,
+    /// Where adverts go: the unicast peers, or the multicast group.
+    pub destinations: Vec<IpAddr>,
+    /// Valid adverts for this virtual router.
+    pub adverts_received: u64,
+    pub adverts_sent: u64,
+    pub send_errors: u64,
+    /// Received packets dropped, by reason (`ttl`, `checksum`, `source`, ...).
+    pub dropped: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,12 +163,21 @@ impl HaFailure {
     }
 }
 
-/// Where HA reports to. Implemented by the stats control state; tests use their own.
+/// HA's window on the rest of the process: where it reports to, and what it may ask of
+/// it. Implemented by the stats control state (which health also reports into); tests
+/// use their own.
 pub trait HaObserver: Send + Sync + 'static {
     /// The instance's current ownership (replaces the previous report).
     fn vip_state(&self, instance: &str, view: VipView);
+    /// A VRRP instance's protocol state and counters (replaces the previous report).
+    fn vrrp_state(&self, _instance: &str, _view: VrrpView) {}
     /// One occurrence of `failure` (already logged by the caller).
     fn failure(&self, instance: &str, failure: HaFailure);
+    /// Whether health reports any of `backends` up: `Some(false)` only when it reported on
+    /// them and none is up; `None` before any report (no information is no failure).
+    fn backends_up(&self, _backends: &[BackendKey]) -> Option<bool> {
+        None
+    }
 }
 
 /// An observer that drops everything: tools and tests that run HA without stats.

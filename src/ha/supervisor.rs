@@ -22,6 +22,7 @@ use super::ownership::Ownership;
 use super::status::{HaObserver, StatusReporter};
 use super::timing::Timing;
 use super::vip::{Netlink, VipError};
+use super::vrrp::{VrrpInstance, run_vrrp};
 use crate::config::diff::{InstanceChange, PlanDiff};
 use crate::config::plan::{Instance, LockPlan, Plan};
 
@@ -258,16 +259,18 @@ impl HaSupervisor {
         };
         let task = match &instance.lock {
             LockPlan::None => {
-                if !instance.peers.is_empty() {
-                    tracing::warn!(
-                        instance = %name, peers = ?instance.peers,
-                        "NO LOCK CONFIGURED but peers are listed: this host holds the VIP \
-                         unconditionally and NOTHING prevents the peers from holding it too \
-                         (configure kube_lock or etcd_lock)"
-                    );
-                }
+                tracing::info!(
+                    instance = %name,
+                    "single host: no lock and no peers, this host holds the VIP unconditionally"
+                );
                 tokio::spawn(run_unlocked(self.identity.clone(), task))
             }
+            LockPlan::Vrrp(vrrp) => tokio::spawn(run_vrrp(
+                task,
+                VrrpInstance::from_plan(instance, vrrp),
+                Arc::clone(&self.observer),
+                self.options.drain,
+            )),
             LockPlan::Etcd(lock) => {
                 let store = EtcdStore::new(lock.endpoints.clone(), lock.key.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendKey, LockPlan, Plan};
-pub use crate::ha::status::{CertExpiry, VipRole, VipView};
+pub use crate::ha::status::{CertExpiry, VipRole, VipView, VrrpView};
 use crate::ha::{HaFailure, HaObserver};
 use crate::health::BackendStatus;
 
@@ -28,6 +28,7 @@ pub(crate) struct ControlInner {
     pub(crate) plan: Option<PlanView>,
     pub(crate) health: HashMap<BackendKey, HealthView>,
     pub(crate) vips: BTreeMap<String, VipView>,
+    pub(crate) vrrp: BTreeMap<String, VrrpView>,
     /// HA failures since start, per (instance, kind).
     pub(crate) ha_failures: BTreeMap<(String, HaFailure), u64>,
     pub(crate) reloads: ReloadCounts,
@@ -145,6 +146,11 @@ impl ControlState {
         lock(&self.inner).vips.insert(instance.to_owned(), view);
     }
 
+    /// A VRRP instance's protocol state and counters (replaces the previous one).
+    pub fn vrrp_state(&self, instance: &str, view: VrrpView) {
+        lock(&self.inner).vrrp.insert(instance.to_owned(), view);
+    }
+
     /// One reload finished; `ok` when the new plan is in force everywhere.
     pub fn reload_result(&self, ok: bool) {
         let mut inner = lock(&self.inner);
@@ -176,6 +182,7 @@ impl ControlState {
                             format!("kube {}/{}", kube.namespace, kube.lease_name)
                         }
                         LockPlan::Etcd(etcd) => format!("etcd {}", etcd.key),
+                        LockPlan::Vrrp(vrrp) => format!("vrrp vrid {}", vrrp.vrid),
                     },
                 })
                 .collect(),
@@ -210,6 +217,9 @@ impl ControlState {
         inner
             .vips
             .retain(|name, _| view.instances.iter().any(|i| &i.name == name));
+        inner
+            .vrrp
+            .retain(|name, _| view.instances.iter().any(|i| &i.name == name));
         inner.plan = Some(view);
     }
 
@@ -223,11 +233,31 @@ impl HaObserver for ControlState {
         ControlState::vip_state(self, instance, view);
     }
 
+    fn vrrp_state(&self, instance: &str, view: VrrpView) {
+        ControlState::vrrp_state(self, instance, view);
+    }
+
     fn failure(&self, instance: &str, failure: HaFailure) {
         *lock(&self.inner)
             .ha_failures
             .entry((instance.to_owned(), failure))
             .or_insert(0) += 1;
+    }
+
+    /// VRRP lowers a host's priority while health reports none of the instance's
+    /// backends up.
+    fn backends_up(&self, backends: &[BackendKey]) -> Option<bool> {
+        let inner = lock(&self.inner);
+        let mut reported = false;
+        for key in backends {
+            if let Some(view) = inner.health.get(key) {
+                if view.state == HealthState::Up {
+                    return Some(true);
+                }
+                reported = true;
+            }
+        }
+        reported.then_some(false)
     }
 }
 

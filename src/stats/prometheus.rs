@@ -21,10 +21,11 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::StatsRegistry;
 use super::admin::Readiness;
-use super::control::{HealthState, VipRole, VipView, unix_seconds};
+use super::control::{HealthState, VipRole, VipView, VrrpView, unix_seconds};
 use super::histogram::LatencySummary;
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
 use crate::ha::HaFailure;
+use crate::ha::vrrp::packet::DropReason;
 
 /// `Content-Type` of what [`render`] and the `/metrics` endpoint produce.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -419,6 +420,31 @@ fn encode_snapshot(
         .map(|(labels, v)| (labels.clone(), v.transitions))
         .collect();
     counters(e, "vip_transitions", "VIP role changes", &transitions)?;
+    let roles: Vec<(Labels, u64)> = vips
+        .iter()
+        .flat_map(|(labels, v)| {
+            [
+                VipRole::Init,
+                VipRole::Master,
+                VipRole::Backup,
+                VipRole::Fault,
+            ]
+            .into_iter()
+            .map(move |role| {
+                let mut labels = labels.clone();
+                labels.push(("role", role.name().to_owned()));
+                (labels, u64::from(v.role == role))
+            })
+        })
+        .collect();
+    gauges(
+        e,
+        "vip_role",
+        "1 for the VIP's current role (INIT, MASTER, BACKUP, FAULT), 0 for the others",
+        None,
+        &roles,
+    )?;
+    vrrp_metrics(e, snapshot)?;
     let expiry: Vec<(Labels, f64)> = snapshot
         .instances
         .iter()
@@ -495,5 +521,69 @@ fn encode_control_failures(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) 
         "config_reloads",
         "Configuration reloads by result (failure: the previous configuration kept serving)",
         &reloads,
+    )
+}
+
+/// `alive_proxy_vrrp_*`: per VRRP instance, labels `instance`, `vip`, `vrid`.
+fn vrrp_metrics(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) -> fmt::Result {
+    let vrrp: Vec<(Labels, &VrrpView)> = snapshot
+        .instances
+        .iter()
+        .filter_map(|i| {
+            let view = i.vrrp.as_ref()?;
+            let labels = vec![
+                ("instance", i.name.clone()),
+                ("vip", i.vip.map(|v| v.to_string()).unwrap_or_default()),
+                ("vrid", view.vrid.to_string()),
+            ];
+            Some((labels, view))
+        })
+        .collect();
+    let per = |f: &dyn Fn(&VrrpView) -> u64| -> Vec<(Labels, u64)> {
+        vrrp.iter().map(|(l, v)| (l.clone(), f(v))).collect()
+    };
+    gauges(
+        e,
+        "vrrp_priority",
+        "VRRP priority advertised now (lowered while no backend is healthy)",
+        None,
+        &per(&|v| u64::from(v.priority)),
+    )?;
+    counters(
+        e,
+        "vrrp_adverts_received",
+        "Valid VRRP advertisements received for this virtual router",
+        &per(&|v| v.adverts_received),
+    )?;
+    counters(
+        e,
+        "vrrp_adverts_sent",
+        "VRRP advertisements sent",
+        &per(&|v| v.adverts_sent),
+    )?;
+    counters(
+        e,
+        "vrrp_send_errors",
+        "VRRP advertisements that could not be sent to every destination",
+        &per(&|v| v.send_errors),
+    )?;
+    let dropped: Vec<(Labels, u64)> = vrrp
+        .iter()
+        .flat_map(|(labels, view)| {
+            DropReason::ALL.into_iter().map(move |reason| {
+                let mut labels = labels.clone();
+                labels.push(("reason", reason.name().to_owned()));
+                (
+                    labels,
+                    view.dropped.get(reason.name()).copied().unwrap_or(0),
+                )
+            })
+        })
+        .collect();
+    counters(
+        e,
+        "vrrp_adverts_dropped",
+        "Received VRRP packets dropped, by reason (vrid: another virtual router on the link, not an error)",
+        &dropped,
     )
 }

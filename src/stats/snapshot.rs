@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BackendKey;
 
-use super::control::{HealthView, VipView, unix_seconds};
+use super::control::{HealthView, VipView, VrrpView, unix_seconds};
 use super::histogram::{LatencySummary, Merged};
 use super::registry::{StatsRegistry, lock};
 
@@ -61,6 +61,9 @@ pub struct InstanceSnapshot {
     pub lock: Option<String>,
     /// As HA last reported; `None` before HA's first report.
     pub state: Option<VipView>,
+    /// VRRP instances only: protocol state and advert counters.
+    #[serde(default)]
+    pub vrrp: Option<VrrpView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,6 +300,7 @@ impl StatsRegistry {
                 vip: Some(i.vip),
                 lock: Some(i.lock.clone()),
                 state: control.vips.get(&i.name).cloned(),
+                vrrp: control.vrrp.get(&i.name).cloned(),
             })
             .collect();
         for (name, view) in &control.vips {
@@ -306,6 +310,7 @@ impl StatsRegistry {
                     vip: None,
                     lock: None,
                     state: Some(view.clone()),
+                    vrrp: control.vrrp.get(name).cloned(),
                 });
             }
         }

@@ -535,10 +535,17 @@ impl Cluster {
     /// Starts ha_node with `args` on every host; the first one is started alone and holds
     /// both VIPs before the others start, so every scenario begins with a known holder.
     pub fn start(lab: Lab, client: Host, hosts: Vec<Host>, args: &[&str]) -> Cluster {
+        let each = vec![args.iter().map(|a| a.to_string()).collect(); hosts.len()];
+        Cluster::start_each(lab, client, hosts, &each)
+    }
+
+    /// Like [`Cluster::start`], with each host's own arguments (`args[i]` for host `i`).
+    pub fn start_each(lab: Lab, client: Host, hosts: Vec<Host>, args: &[Vec<String>]) -> Cluster {
         let mut nodes: Vec<Node> = Vec::new();
-        for host in hosts {
+        for (i, host) in hosts.into_iter().enumerate() {
             let monitor = AddrMonitor::start(&host);
-            let process = start_node(&host, args);
+            let own: Vec<&str> = args[i].iter().map(String::as_str).collect();
+            let process = start_node(&host, &own);
             if nodes.is_empty() {
                 wait::until_or_panic(Duration::from_secs(15), "lb1 to hold both VIPs", || {
                     host.has_address(VIP4) && host.has_address(VIP6)

@@ -7,6 +7,7 @@
 pub mod container;
 pub mod dataplane;
 pub mod health;
+pub mod keepalived;
 pub mod kube_api;
 pub mod netns;
 pub mod ports;
