@@ -182,13 +182,25 @@ fn logs(proxies: &[&ChildGuard]) -> String {
         .join("\n")
 }
 
-fn planned_stop_hands_over_without_losing_a_session(family: &Family) {
+/// Who decides which LB host holds the VIP in a handover test.
+enum Ownership {
+    Etcd,
+    Vrrp,
+}
+
+fn planned_stop_hands_over_without_losing_a_session(family: &Family, ownership: Ownership) {
     let site = Site::new();
-    let etcd = Etcd::start(&site.lock, "192.0.2.2");
+    let etcd = matches!(ownership, Ownership::Etcd).then(|| Etcd::start(&site.lock, "192.0.2.2"));
     let vip = Site::vip_addr(family);
     let (lb1, lb2) = (&site.lbs[0], &site.lbs[1]);
     let monitors = [AddrMonitor::start(lb1), AddrMonitor::start(lb2)];
-    let lock = etcd_lock(&etcd.endpoint);
+    let lock = match &etcd {
+        Some(etcd) => etcd_lock(&etcd.endpoint),
+        None => format!(
+            "      id: 51\n      advert_int: 0.1\n      peer: [ \"{}\", \"{}\" ]\n",
+            family.lb[0], family.lb[1]
+        ),
+    };
     let mut p1 = start_proxy(
         lb1,
         &write_config(site.dir.path(), "lb1", family, &lock, ""),
@@ -202,8 +214,9 @@ fn planned_stop_hands_over_without_losing_a_session(family: &Family) {
         &write_config(site.dir.path(), "lb2", family, &lock, ""),
         "20s",
     );
-    wait::until_or_panic(Duration::from_secs(20), "lb2 to see lb1's lease", || {
-        p2.log().contains("lease holder changed")
+    wait::until_or_panic(Duration::from_secs(20), "lb2 to see lb1 holding", || {
+        let log = p2.log();
+        log.contains("lease holder changed") || log.contains("to=\"BACKUP\"")
     });
     await_served_by(&site.client, vip, family.lb[0], &[&p1, &p2]);
     let capture = ArpCapture::start(site.lab.switch_ns(), &site.client.switch_port);
@@ -308,12 +321,22 @@ fn planned_stop_hands_over_without_losing_a_session(family: &Family) {
 
 #[test]
 fn planned_stop_hands_over_without_losing_a_session_ipv4() {
-    planned_stop_hands_over_without_losing_a_session(&V4);
+    planned_stop_hands_over_without_losing_a_session(&V4, Ownership::Etcd);
 }
 
 #[test]
 fn planned_stop_hands_over_without_losing_a_session_ipv6() {
-    planned_stop_hands_over_without_losing_a_session(&V6);
+    planned_stop_hands_over_without_losing_a_session(&V6, Ownership::Etcd);
+}
+
+#[test]
+fn planned_stop_on_vrrp_hands_over_without_losing_a_session_ipv4() {
+    planned_stop_hands_over_without_losing_a_session(&V4, Ownership::Vrrp);
+}
+
+#[test]
+fn planned_stop_on_vrrp_hands_over_without_losing_a_session_ipv6() {
+    planned_stop_hands_over_without_losing_a_session(&V6, Ownership::Vrrp);
 }
 
 #[test]
