@@ -76,7 +76,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] LoadError),
     #[error("cannot start the control-plane runtime: {0}")]
     Runtime(std::io::Error),
@@ -84,10 +84,10 @@ pub enum RunError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Ha(#[from] crate::ha::HaError),
-    #[error("cannot install the {name} handler: {source}")]
+    #[error("cannot install the {name} handler: {error}")]
     Signal {
         name: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -317,7 +317,7 @@ impl Signals {
     /// Must run inside the tokio runtime.
     fn install() -> Result<Signals, RunError> {
         let install = |kind: SignalKind, name: &'static str| {
-            signal(kind).map_err(|source| RunError::Signal { name, source })
+            signal(kind).map_err(|error| RunError::Signal { name, error })
         };
         Ok(Signals {
             hangup: install(SignalKind::hangup(), "SIGHUP")?,

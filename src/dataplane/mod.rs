@@ -82,15 +82,15 @@ pub const DEFAULT_SPLICE_AFTER: u64 = 1024 * 1024;
 pub enum DataplaneError {
     #[error(transparent)]
     Driver(#[from] driver::DriverError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot start data-plane worker {worker}: {source}")]
+    #[error("cannot start data-plane worker {worker}: {error}")]
     Worker {
         worker: usize,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -133,7 +133,7 @@ fn bind_all(
     let mut per_worker: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
     for &addr in addrs {
         let group = listener::bind_group(addr, count)
-            .map_err(|source| DataplaneError::Listen { addr, source })?;
+            .map_err(|error| DataplaneError::Listen { addr, error })?;
         for (slot, socket) in per_worker.iter_mut().zip(group) {
             slot.push((addr, socket));
         }
@@ -197,7 +197,7 @@ impl Dataplane {
                         let _ = ready.send((id, Err(err)));
                     }
                 })
-                .map_err(|source| DataplaneError::Worker { worker: id, source })?;
+                .map_err(|error| DataplaneError::Worker { worker: id, error })?;
             workers.push(WorkerHandle {
                 commands,
                 thread: Some(thread),
@@ -215,10 +215,10 @@ impl Dataplane {
         for _ in 0..count {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
-                Ok((worker, Err(source))) => {
+                Ok((worker, Err(error))) => {
                     // Dropping the data plane ends the workers that did start.
                     drop(dataplane);
-                    return Err(DataplaneError::Worker { worker, source });
+                    return Err(DataplaneError::Worker { worker, error });
                 }
                 Err(_) => break,
             }

@@ -41,17 +41,17 @@ impl Readiness {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin socket {path}: {source}")]
+    #[error("admin socket {}: {error}", path.display())]
     Socket {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("admin socket {path}: another alive-proxy is already serving on it")]
     InUse { path: PathBuf },
-    #[error("admin HTTP listener {addr}: {source}")]
+    #[error("admin HTTP listener {addr}: {error}")]
     Http {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -113,10 +113,10 @@ pub async fn serve(
     if let Some(addr) = plan.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| AdminError::Http { addr, source })?;
+            .map_err(|error| AdminError::Http { addr, error })?;
         let bound = listener
             .local_addr()
-            .map_err(|source| AdminError::Http { addr, source })?;
+            .map_err(|error| AdminError::Http { addr, error })?;
         server.http = Some(bound);
         let metrics = Arc::new(prometheus::live_registry(registry, Arc::clone(&readiness)));
         server.tasks.push(tokio::spawn(http::accept_loop(
@@ -130,9 +130,9 @@ pub async fn serve(
 /// Create the socket's directory (0700 if we create it), refuse if a live daemon already
 /// answers on the path, remove a stale socket file, bind, then restrict the socket to its owner.
 async fn bind_socket(path: &Path) -> Result<UnixListener, AdminError> {
-    let fail = |source| AdminError::Socket {
+    let fail = |error| AdminError::Socket {
         path: path.to_owned(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()

@@ -78,20 +78,21 @@ fn error_json(message: &str) -> String {
     json
 }
 
+/// Each message carries its cause; none is repeated as a `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "no alive-proxy daemon is listening on {path} ({source}); is `alive-proxy run` running, and is --socket right?"
+        "no alive-proxy daemon is listening on {} ({error}); is `alive-proxy run` running, and is --socket right?", path.display()
     )]
-    NoDaemon { path: PathBuf, source: io::Error },
-    #[error("admin socket {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("admin socket {path}: unexpected reply: {source}")]
+    NoDaemon { path: PathBuf, error: io::Error },
+    #[error("admin socket {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
+    #[error("admin socket {}: unexpected reply: {error}", path.display())]
     Reply {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
-    #[error("admin socket {path}: the daemon answered: {message}")]
+    #[error("admin socket {}: the daemon answered: {message}", path.display())]
     Refused { path: PathBuf, message: String },
 }
 
@@ -99,9 +100,9 @@ pub enum ClientError {
 pub fn request_snapshot(path: &Path, timeout: Duration) -> Result<StatsSnapshot, ClientError> {
     let line = request(path, SNAPSHOT, timeout)?;
     let value: serde_json::Value =
-        serde_json::from_str(&line).map_err(|source| ClientError::Reply {
+        serde_json::from_str(&line).map_err(|error| ClientError::Reply {
             path: path.to_owned(),
-            source,
+            error,
         })?;
     if let Some(message) = value.get("error").and_then(|m| m.as_str()) {
         return Err(ClientError::Refused {
@@ -109,21 +110,21 @@ pub fn request_snapshot(path: &Path, timeout: Duration) -> Result<StatsSnapshot,
             message: message.to_owned(),
         });
     }
-    serde_json::from_value(value).map_err(|source| ClientError::Reply {
+    serde_json::from_value(value).map_err(|error| ClientError::Reply {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
 /// Send one request line and read the one-line reply.
 pub fn request(path: &Path, request: &str, timeout: Duration) -> Result<String, ClientError> {
-    let io_error = |source| ClientError::Io {
+    let io_error = |error| ClientError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
-    let mut stream = StdUnixStream::connect(path).map_err(|source| ClientError::NoDaemon {
+    let mut stream = StdUnixStream::connect(path).map_err(|error| ClientError::NoDaemon {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
