@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -285,25 +285,6 @@ impl HaHandle {
     }
 }
 
-/// What identifies a version of the config file without reading it: a ConfigMap update
-/// swaps a symlink, an editor rewrites in place; either changes one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-    })
-}
-
 /// The signals `run` obeys. Installed before the first listener opens: a SIGHUP or
 /// SIGTERM that arrives once clients can connect must never hit the default action
 /// (terminate without draining).
@@ -341,29 +322,19 @@ async fn serve_until_stopped(
         mut interrupt,
     } = signals;
     let watching = !args.watch_interval.is_zero();
-    let mut ticker = tokio::time::interval(if watching {
-        args.watch_interval
-    } else {
-        Duration::from_secs(3600)
-    });
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_stamp = stamp(&args.config);
+    let mut watcher = config::watch::ConfigWatcher::new(&args.config, args.watch_interval);
     loop {
         tokio::select! {
             _ = terminate.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
             _ = interrupt.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
             _ = hangup.recv() => {
                 tracing::info!(config = %args.config.display(), "SIGHUP received: reloading");
-                last_stamp = stamp(&args.config);
+                watcher.mark_applied();
                 reload(&args.config, &mut plan, dataplane, control);
             }
-            _ = ticker.tick(), if watching => {
-                let now = stamp(&args.config);
-                if now != last_stamp {
-                    last_stamp = now;
-                    tracing::info!(config = %args.config.display(), "config file changed: reloading");
-                    reload(&args.config, &mut plan, dataplane, control);
-                }
+            () = watcher.next_stable_change(), if watching => {
+                tracing::info!(config = %args.config.display(), "config file changed: reloading");
+                reload(&args.config, &mut plan, dataplane, control);
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod raw;
 pub mod summary;
 pub mod validate;
+pub mod watch;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
