@@ -84,6 +84,8 @@ pub enum RunError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Ha(#[from] crate::ha::HaError),
+    #[error(transparent)]
+    Instance(#[from] crate::daemon::instance_lock::InstanceLockError),
     #[error("cannot install the {name} handler: {error}")]
     Signal {
         name: &'static str,
@@ -98,6 +100,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, RunError> {
         tracing::warn!("{warning}");
     }
     let plan = loaded.plan;
+    // Before anything binds or touches a VIP: refuse to run next to another instance.
+    let _instance = crate::daemon::instance_lock::acquire(&plan.admin.socket)?;
+    crate::daemon::fd_limit::raise_and_report(args.workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("alive-control")

@@ -9,6 +9,8 @@
 //!   state machines driven by tokio probes, plus passive detection fed by the data plane.
 //! - [`ha`]: who holds each VIP: leases (Kubernetes, etcd), the address over netlink, and
 //!   gratuitous ARP / unsolicited NA.
+//! - [`daemon`]: what `run` claims from the host first: the single-instance lock and the
+//!   open-file limit with its budget (sessions, splice pipes, control plane).
 //! - [`stats`]: per-worker counters and histograms, merged for `alive-proxy stats`,
 //!   the admin socket and Prometheus `/metrics`.
 //!
@@ -17,6 +19,7 @@
 
 pub mod app;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod ha;
 pub mod health;

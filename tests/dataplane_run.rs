@@ -19,14 +19,24 @@ use support::ports::free_tcp_port;
 use support::process::{ChildGuard, spawn_logged};
 use support::wait;
 
-fn config_text(port: u16, backends: &[&str], algo: &str) -> String {
+/// Each daemon gets its own admin socket in `dir` (one daemon runs per socket) and no admin
+/// HTTP.
+fn admin(dir: &Path) -> String {
+    format!(
+        "admin:\n  socket: \"{}\"\n  http: off\n",
+        dir.join("admin.sock").display()
+    )
+}
+
+fn config_text(dir: &Path, port: u16, backends: &[&str], algo: &str) -> String {
     let ips = backends
         .iter()
         .map(|b| format!("\"{b}\""))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "instances:\n  - vip:\n      vip: 127.0.0.1\n      interface: \"lo\"\n      name: \"local\"\n    ipvs:\n      ips: [ {ips} ]\n      ports:\n        - port: {port}\n          virtual_server_config: |\n            lb_algo {algo}\n            lb_kind NAT\n            protocol TCP\n"
+        "{}instances:\n  - vip:\n      vip: 127.0.0.1\n      interface: \"lo\"\n      name: \"local\"\n    ipvs:\n      ips: [ {ips} ]\n      ports:\n        - port: {port}\n          virtual_server_config: |\n            lb_algo {algo}\n            lb_kind NAT\n            protocol TCP\n",
+        admin(dir)
     )
 }
 
@@ -104,7 +114,8 @@ fn lab(driver: DriverChoice, backends: &[&str]) -> Lab {
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("alive.yaml");
-    std::fs::write(&config, config_text(port, &backends[..2], "rr")).expect("write config");
+    std::fs::write(&config, config_text(dir.path(), port, &backends[..2], "rr"))
+        .expect("write config");
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().expect("vip");
     let proxy = start_proxy(&config, vip, driver);
     Lab {
@@ -155,12 +166,13 @@ fn reload_under_load_loses_no_established_connection(driver: DriverChoice) {
     }
     std::thread::sleep(Duration::from_millis(300));
     let port = lab.vip.port();
+    let dir = lab.config.parent().expect("the config's directory");
     // SIGHUP reloads and file-change reloads, alternating backend sets and schedulers.
     let variants = [
-        config_text(port, &["127.0.0.2", "127.0.0.3", "127.0.0.4"], "rr"),
-        config_text(port, &["127.0.0.3", "127.0.0.4"], "wlc"),
-        config_text(port, &["127.0.0.4"], "rr"),
-        config_text(port, &["127.0.0.2", "127.0.0.4"], "rr"),
+        config_text(dir, port, &["127.0.0.2", "127.0.0.3", "127.0.0.4"], "rr"),
+        config_text(dir, port, &["127.0.0.3", "127.0.0.4"], "wlc"),
+        config_text(dir, port, &["127.0.0.4"], "rr"),
+        config_text(dir, port, &["127.0.0.2", "127.0.0.4"], "rr"),
     ];
     for (i, text) in variants.iter().enumerate() {
         std::fs::write(&lab.config, text).expect("rewrite config");
@@ -273,7 +285,8 @@ fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
     let _backend = spawn_backend("b", addr, "http");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("alive.yaml");
-    std::fs::write(&config, config_text(port, &["127.0.0.2"], "rr")).expect("write config");
+    std::fs::write(&config, config_text(dir.path(), port, &["127.0.0.2"], "rr"))
+        .expect("write config");
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().expect("vip");
     let binary = env!("CARGO_BIN_EXE_alive-proxy");
     let script = format!(
@@ -334,7 +347,7 @@ fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
 on_both_drivers!(out_of_descriptors_pauses_accepting_then_recovers);
 
 /// A config with one VIP (127.0.0.1) and one `ports` entry per port, all to 127.0.0.2.
-fn config_with_ports(ports: &[u16]) -> (String, String) {
+fn config_with_ports(dir: &Path, ports: &[u16]) -> (String, String) {
     let head = "instances:\n  - vip:\n      vip: 127.0.0.1\n      interface: \"lo\"\n      name: \"local\"\n    ipvs:\n      ips: [ \"127.0.0.2\" ]\n      ports:\n";
     let entries: Vec<String> = ports
         .iter()
@@ -342,7 +355,7 @@ fn config_with_ports(ports: &[u16]) -> (String, String) {
             format!("        - port: {port}\n          virtual_server_config: |\n            lb_algo rr\n")
         })
         .collect();
-    (head.to_owned(), entries.concat())
+    (format!("{}{head}", admin(dir)), entries.concat())
 }
 
 /// Issue 10, item 1: a writer that truncates the file, writes the first port, and appends the
@@ -360,8 +373,8 @@ fn a_half_written_config_is_never_applied() {
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("alive.yaml");
-    let (head, entries) = config_with_ports(&[kept, appended]);
-    let (_, first) = config_with_ports(&[kept]);
+    let (head, entries) = config_with_ports(dir.path(), &[kept, appended]);
+    let (_, first) = config_with_ports(dir.path(), &[kept]);
     let second = entries[first.len()..].to_owned();
     std::fs::write(&config, format!("{head}{entries}")).expect("write config");
     let mut command = Command::new(env!("CARGO_BIN_EXE_alive-proxy"));
@@ -411,7 +424,7 @@ fn a_half_written_config_is_never_applied() {
         std::thread::sleep(Duration::from_millis(400));
     }
     // A last change that adds a port proves the watcher still applies complete files.
-    let (_, all) = config_with_ports(&[kept, appended, added]);
+    let (_, all) = config_with_ports(dir.path(), &[kept, appended, added]);
     std::fs::write(&config, format!("{head}{all}")).expect("write the final config");
     let applied = wait::tcp_listening(vip(added), Duration::from_secs(15));
     stop.store(true, Ordering::Relaxed);

@@ -151,7 +151,7 @@ impl<'t> CharIndex<'t> {
     }
 
     /// The text from character `index` on (empty past the end).
-    fn from_char(&self, index: usize) -> &'t str {
+    fn text_from(&self, index: usize) -> &'t str {
         if self.checkpoints.is_empty() {
             return self.text.get(index..).unwrap_or("");
         }
@@ -331,7 +331,7 @@ impl<'t> Builder<'t, '_, '_> {
             Style::Plain | Style::SingleQuoted | Style::DoubleQuoted if !value.contains('\n') => {
                 let quote = usize::from(style != Style::Plain);
                 let col0 = span.start.col() + quote;
-                let ok = starts_with_chars(self.text.from_char(span.start.index() + quote), value);
+                let ok = starts_with_chars(self.text.text_from(span.start.index() + quote), value);
                 if ok {
                     vec![Pos::new(span.start.line(), col0 + 1)]
                 } else {
