@@ -23,6 +23,7 @@ use super::scheduling::{ConnCandidates, Tried};
 use super::worker::{ServiceStatsSet, Worker};
 use crate::config::ProxyProtocol;
 use crate::stats::BackendStats;
+use crate::stats::events::ConnectCause;
 
 /// Why a relayed session ended.
 enum End {
@@ -178,6 +179,7 @@ async fn attempt(
         }
         Err(err) => {
             stats.connect_failed();
+            worker.events().connect_failed(ConnectCause::of(&err));
             backend.mark_suspect();
             worker.report_passive(PassiveEvent {
                 key: backend.key,

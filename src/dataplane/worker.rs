@@ -24,6 +24,7 @@ use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
 use super::session;
 use super::signal::Signal;
 use crate::config::BackendKey;
+use crate::stats::events::{During, Exhausted, LocalEvents};
 use crate::stats::{BackendStats, ServiceStats, WorkerStats};
 
 /// How long accepting pauses when the process or system is out of descriptors or memory:
@@ -113,8 +114,14 @@ impl Worker {
     pub fn report_passive(&self, event: PassiveEvent) {
         // Health may not be running (tests, or shutting down); the suspect mark still holds.
         if self.passive.send(event).is_err() {
+            self.events().passive_undelivered();
             tracing::trace!(?event, "no health receiver for a passive failure");
         }
+    }
+
+    /// The process-wide event counters.
+    pub fn events(&self) -> &LocalEvents {
+        self.stats.events()
     }
 
     pub fn register_session(self: &Rc<Self>, key: BackendKey) -> SessionRegistration {
@@ -212,6 +219,9 @@ impl Worker {
     /// A backend connect failed for lack of local resources (fds, memory, ports): logged
     /// (rate-limited with accept failures), and no backend is blamed.
     pub fn warn_local_exhaustion(&self, err: &std::io::Error) {
+        if let Some(resource) = Exhausted::of(err) {
+            self.events().exhausted(resource, During::Connect);
+        }
         if self.resource_warning_due() {
             tracing::warn!(worker = self.id, %err, "cannot open a backend connection: out of local resources; client reset");
         }
@@ -246,6 +256,9 @@ async fn accept_loop(
                 monoio::spawn(session::serve(Rc::clone(&worker), stream, peer, addr));
             }
             Some(Err(err)) if is_resource_exhaustion(&err) => {
+                if let Some(resource) = Exhausted::of(&err) {
+                    worker.events().exhausted(resource, During::Accept);
+                }
                 worker.warn_accept(addr, &err);
                 monoio::time::sleep(ACCEPT_PAUSE).await;
             }

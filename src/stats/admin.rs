@@ -101,6 +101,8 @@ pub async fn serve(
     readiness: Arc<Readiness>,
 ) -> Result<AdminServer, AdminError> {
     let unix = bind_socket(&plan.socket).await?;
+    // The admin endpoint's share of descriptors; the data plane keeps the rest.
+    let budget = crate::daemon::fd_limit::Budget::current(1);
     // Built first so that a failure below drops it: its task stops and the socket goes away.
     let mut server = AdminServer {
         socket: plan.socket,
@@ -108,6 +110,7 @@ pub async fn serve(
         tasks: vec![tokio::spawn(socket::accept_loop(
             unix,
             Arc::clone(&registry),
+            budget.admin_socket_connections,
         ))],
     };
     if let Some(addr) = plan.http {
@@ -118,9 +121,14 @@ pub async fn serve(
             .local_addr()
             .map_err(|error| AdminError::Http { addr, error })?;
         server.http = Some(bound);
+        let events = registry.events();
         let metrics = Arc::new(prometheus::live_registry(registry, Arc::clone(&readiness)));
         server.tasks.push(tokio::spawn(http::accept_loop(
-            listener, metrics, readiness,
+            listener,
+            metrics,
+            readiness,
+            budget.admin_http_connections,
+            events,
         )));
     }
     tracing::info!(socket = %server.socket.display(), http = ?server.http, "admin endpoint up");

@@ -28,7 +28,7 @@ use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
 /// `Content-Type` of what [`render`] and the `/metrics` endpoint produce.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// Encodes a fresh snapshot of the registry on every scrape.
 #[derive(Debug)]
@@ -62,6 +62,7 @@ impl Collector for FixedCollector {
 /// A prometheus-client registry serving the live stats under the `alive_proxy` prefix.
 pub fn live_registry(registry: Arc<StatsRegistry>, readiness: Arc<Readiness>) -> Registry {
     let mut metrics = Registry::with_prefix("alive_proxy");
+    metrics.register_collector(Box::new(super::events::EventsCollector(registry.events())));
     metrics.register_collector(Box::new(LiveCollector {
         registry,
         readiness,
@@ -120,7 +121,7 @@ fn family<T>(
     Ok(())
 }
 
-fn counters<V: EncodeCounterValue>(
+pub(crate) fn counters<V: EncodeCounterValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -137,7 +138,7 @@ fn counters<V: EncodeCounterValue>(
     )
 }
 
-fn gauges<V: EncodeGaugeValue>(
+pub(crate) fn gauges<V: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -3,7 +3,8 @@
 //! `ping` → `"pong"`. Anything else → `{"error": "..."}`.
 //!
 //! Both ends live here: the tokio server the daemon runs and the blocking client
-//! `alive-proxy stats` uses.
+//! `alive-proxy stats` uses. The server answers at most `max_connections` clients at once
+//! (more wait in the listen backlog) and gives each [`ANSWER_TIMEOUT`] in all.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -13,22 +14,48 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 use super::StatsRegistry;
+use super::events::AdminEndpoint;
 use super::snapshot::StatsSnapshot;
 
 pub const SNAPSHOT: &str = "snapshot";
 pub const PING: &str = "ping";
 /// Longer request lines are refused without reading on.
 const MAX_REQUEST: u64 = 256;
-/// A client that sends nothing for this long is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that sends no request line for this long is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Request and reply together: a client that does not read its reply is dropped too.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn accept_loop(listener: UnixListener, registry: Arc<StatsRegistry>) {
+pub(crate) async fn accept_loop(
+    listener: UnixListener,
+    registry: Arc<StatsRegistry>,
+    max_connections: usize,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let events = registry.events();
     loop {
+        // Never closed, so this always yields a slot.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(answer(stream, Arc::clone(&registry)));
+                let registry = Arc::clone(&registry);
+                let events = Arc::clone(&events);
+                events.admin_opened(AdminEndpoint::Socket);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    if tokio::time::timeout(ANSWER_TIMEOUT, answer(stream, registry))
+                        .await
+                        .is_err()
+                    {
+                        events.admin_timed_out(AdminEndpoint::Socket);
+                    }
+                    events.admin_closed(AdminEndpoint::Socket);
+                });
             }
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning; the next accept may work.
