@@ -273,6 +273,26 @@ async fn accept_loop(
     tracing::debug!(worker = worker.id, %addr, "listener closed");
 }
 
+/// Closes the pool's expired idle pipes every few seconds until `stop` fires.
+async fn sweep_idle_pipes(pipes: Rc<PipePool>, stop: Rc<Signal>) {
+    let every = super::pipes::IDLE_TTL / 2;
+    loop {
+        monoio::select! {
+            _ = stop.wait() => return,
+            _ = monoio::time::sleep(every) => pipes.close_idle(std::time::Instant::now()),
+        }
+    }
+}
+
+/// Fires its signal when dropped: a task tied to a scope ends with it.
+struct FireOnDrop(Rc<Signal>);
+
+impl Drop for FireOnDrop {
+    fn drop(&mut self) {
+        self.0.fire();
+    }
+}
+
 /// The worker's main task: start the initial listeners, then obey commands until `Exit`
 /// (or until the control plane drops its sender).
 pub async fn run(seed: WorkerSeed) {
@@ -287,11 +307,12 @@ pub async fn run(seed: WorkerSeed) {
         listeners,
         mut commands,
     } = seed;
+    let pipes = PipePool::new(max_pipes, Arc::clone(stats.events()));
     let worker = Rc::new(Worker {
         id,
         routing,
         options,
-        pipes: PipePool::new(max_pipes),
+        pipes: Rc::clone(&pipes),
         passive,
         stats,
         stats_cache: RefCell::new(StatsCache::default()),
@@ -304,6 +325,9 @@ pub async fn run(seed: WorkerSeed) {
     for (addr, listener) in listeners {
         worker.add_listener(addr, listener);
     }
+    let sweeper = Rc::new(Signal::default());
+    monoio::spawn(sweep_idle_pipes(pipes, Rc::clone(&sweeper)));
+    let _stop_sweeper = FireOnDrop(sweeper);
     while let Some(command) = commands.next().await {
         match command {
             WorkerCommand::AddListener { addr, listener } => worker.add_listener(addr, listener),
