@@ -239,6 +239,10 @@ impl LocalEvents {
             .load(Relaxed)
     }
 
+    pub fn session_timeouts(&self, timer: SessionTimeout) -> u64 {
+        self.session_timeouts[index(&SessionTimeout::ALL, &timer)].load(Relaxed)
+    }
+
     pub fn splice_pipes_open(&self) -> u64 {
         self.splice_pipes_open.load(Relaxed)
     }
