@@ -13,7 +13,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -210,27 +209,7 @@ fn two_thousand_admin_connections_from_nobody_leave_the_data_plane_serving() {
         answered,
         "/metrics did not count the flood's timed-out admin connections:\n{metrics}"
     );
-    promtool_check(&metrics, dir.path());
-}
-
-/// `promtool check metrics` on the exposition, when promtool is installed.
-fn promtool_check(metrics: &str, dir: &Path) {
-    let path = dir.join("metrics.txt");
-    std::fs::write(&path, metrics).expect("write metrics");
-    let file = std::fs::File::open(&path).expect("open metrics");
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(file)
-        .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => println!("promtool not run: {e}"),
-    }
+    support::metrics::promtool_check(&metrics);
 }
 
 /// Kills the flood's process group and reaps it, also when the test fails.

@@ -285,8 +285,13 @@ fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
     let _backend = spawn_backend("b", addr, "http");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("alive.yaml");
-    std::fs::write(&config, config_text(dir.path(), port, &["127.0.0.2"], "rr"))
-        .expect("write config");
+    // Admin HTTP on, to read the exhaustion counters afterwards.
+    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port())
+        .parse()
+        .expect("admin address");
+    let text = config_text(dir.path(), port, &["127.0.0.2"], "rr")
+        .replace("http: off", &format!("http: \"{http}\""));
+    std::fs::write(&config, text).expect("write config");
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().expect("vip");
     let binary = env!("CARGO_BIN_EXE_alive-proxy");
     let script = format!(
@@ -342,6 +347,18 @@ fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
         recovered,
         "the proxy did not serve again after descriptors were freed; log:\n{}",
         proxy.log()
+    );
+    let mut metrics = String::new();
+    let counted = wait::until(Duration::from_secs(10), || {
+        metrics = http_get(http, "/metrics").unwrap_or_default();
+        metrics.lines().any(|l| {
+            l.starts_with(r#"alive_proxy_local_exhaustion_total{resource="process_fds""#)
+                && !l.ends_with(" 0")
+        })
+    });
+    assert!(
+        counted,
+        "/metrics does not count the EMFILE pauses:\n{metrics}"
     );
 }
 on_both_drivers!(out_of_descriptors_pauses_accepting_then_recovers);
