@@ -17,6 +17,10 @@
 //! The control plane (tokio) and the data plane (monoio) meet in three places only: the
 //! routing snapshot (arc-swap), per-worker stats, and a command channel per worker.
 
+// Panics are for bugs: what the input, the network or the OS can make fail is handled.
+// Tests may unwrap (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod app;
 pub mod config;
 pub mod daemon;
