@@ -68,11 +68,11 @@ pub(crate) async fn accept_loop(
 
 async fn answer(stream: UnixStream, registry: Arc<StatsRegistry>) {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
-    let request = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    let request = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
     let reply = match request {
-        Ok(Ok(_)) => respond(line.trim(), &registry),
+        Ok(Ok(_)) => reply(&line, &registry),
         Ok(Err(err)) => error_json(&format!("reading request: {err}")),
         Err(_) => return,
     };
@@ -81,6 +81,16 @@ async fn answer(stream: UnixStream, registry: Arc<StatsRegistry>) {
     }
     if let Err(err) = write.shutdown().await {
         tracing::debug!(%err, "admin socket shutdown");
+    }
+}
+
+/// The daemon's answer to what a client sent (its first line counts): always exactly one
+/// line of JSON, whatever the bytes. Pure, so the fuzz target `admin_socket` drives it.
+pub fn reply(request: &[u8], registry: &StatsRegistry) -> String {
+    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
+    match std::str::from_utf8(line) {
+        Ok(text) => respond(text.trim(), registry),
+        Err(err) => error_json(&format!("the request is not UTF-8 text: {err}")),
     }
 }
 
@@ -126,6 +136,12 @@ pub enum ClientError {
 /// Ask the daemon at `path` for a snapshot (blocking; for the CLI).
 pub fn request_snapshot(path: &Path, timeout: Duration) -> Result<StatsSnapshot, ClientError> {
     let line = request(path, SNAPSHOT, timeout)?;
+    parse_snapshot_reply(path, &line)
+}
+
+/// The client's reading of a reply line to `snapshot`: the snapshot, the daemon's error, or
+/// why the line is not a reply. Never panics on any text (fuzz target `admin_socket`).
+pub fn parse_snapshot_reply(path: &Path, line: &str) -> Result<StatsSnapshot, ClientError> {
     let value: serde_json::Value =
         serde_json::from_str(&line).map_err(|error| ClientError::Reply {
             path: path.to_owned(),
@@ -163,4 +179,39 @@ pub fn request(path: &Path, request: &str, timeout: Duration) -> Result<String, 
         .read_line(&mut line)
         .map_err(io_error)?;
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_one_json_line(answer: &str) -> bool {
+        answer.ends_with('\n')
+            && answer.matches('\n').count() == 1
+            && serde_json::from_str::<serde_json::Value>(answer).is_ok()
+    }
+
+    #[test]
+    fn every_request_gets_exactly_one_line_of_json() {
+        let registry = StatsRegistry::new();
+        for request in [
+            &b"snapshot\n"[..],
+            b"ping",
+            b"  ping  \r\n",
+            b"\xff\xfe\n",
+            b"",
+            b"\n\n\n",
+            b"snapshot\nping\n",
+            b"{\"error\": 1}\n",
+        ] {
+            let answer = reply(request, &registry);
+            assert!(is_one_json_line(&answer), "{request:?} -> {answer:?}");
+        }
+        let path = Path::new("/run/test.sock");
+        assert!(parse_snapshot_reply(path, &reply(b"snapshot\n", &registry)).is_ok());
+        assert!(matches!(
+            parse_snapshot_reply(path, &reply(b"bogus\n", &registry)),
+            Err(ClientError::Refused { .. })
+        ));
+    }
 }
