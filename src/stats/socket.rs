@@ -143,7 +143,7 @@ pub fn request_snapshot(path: &Path, timeout: Duration) -> Result<StatsSnapshot,
 /// why the line is not a reply. Never panics on any text (fuzz target `admin_socket`).
 pub fn parse_snapshot_reply(path: &Path, line: &str) -> Result<StatsSnapshot, ClientError> {
     let value: serde_json::Value =
-        serde_json::from_str(&line).map_err(|error| ClientError::Reply {
+        serde_json::from_str(line).map_err(|error| ClientError::Reply {
             path: path.to_owned(),
             error,
         })?;
