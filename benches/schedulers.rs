@@ -75,6 +75,8 @@ fn service(scheduler: Scheduler, pool: &Pool, persistence: Option<Persistence>) 
             .collect(),
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(900),
+        client_fin_timeout: Duration::from_secs(120),
+        server_fin_timeout: Duration::from_secs(120),
         proxy_protocol: ProxyProtocol::Off,
         transparent: false,
         max_connections: 0,

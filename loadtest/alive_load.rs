@@ -19,6 +19,7 @@
 //! ```
 //! prints one JSON object: target and achieved rate, requests, errors, latency percentiles
 //! in milliseconds and the percentile curve for plots.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

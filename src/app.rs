@@ -16,10 +16,10 @@
 //!   forwards their packets back), what is left is reset, then the VIPs go.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
@@ -89,7 +89,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] LoadError),
     #[error("cannot start the control-plane runtime: {0}")]
     Runtime(std::io::Error),
@@ -97,10 +97,12 @@ pub enum RunError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Ha(#[from] crate::ha::HaError),
-    #[error("cannot install the {name} handler: {source}")]
+    #[error(transparent)]
+    Instance(#[from] crate::daemon::instance_lock::InstanceLockError),
+    #[error("cannot install the {name} handler: {error}")]
     Signal {
         name: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -215,6 +217,9 @@ pub async fn serve(
         tracing::warn!("{warning}");
     }
     let plan = loaded.plan;
+    // Before anything binds or touches a VIP: refuse to run next to another instance.
+    let _instance = crate::daemon::instance_lock::acquire(&plan.admin.socket)?;
+    crate::daemon::fd_limit::raise_and_report(options.dataplane.workers);
     let stats = StatsRegistry::new();
     let (passive_tx, passive_rx) = mpsc::unbounded_channel();
     let dataplane = Dataplane::start_with(
@@ -336,13 +341,7 @@ impl Serving {
         watch_interval: Duration,
     ) {
         let watching = !watch_interval.is_zero();
-        let mut ticker = tokio::time::interval(if watching {
-            watch_interval
-        } else {
-            Duration::from_secs(3600)
-        });
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_stamp = stamp(&self.path);
+        let mut watcher = config::watch::ConfigWatcher::new(&self.path, watch_interval);
         let mut reloads_open = true;
         tokio::pin!(stop);
         loop {
@@ -351,18 +350,14 @@ impl Serving {
                 request = reloads.recv(), if reloads_open => match request {
                     Some(()) => {
                         tracing::info!(config = %self.path.display(), "reload requested");
-                        last_stamp = stamp(&self.path);
+                        watcher.mark_applied();
                         self.reload().await;
                     }
                     None => reloads_open = false,
                 },
-                _ = ticker.tick(), if watching => {
-                    let now = stamp(&self.path);
-                    if now != last_stamp {
-                        last_stamp = now;
-                        tracing::info!(config = %self.path.display(), "config file changed: reloading");
-                        self.reload().await;
-                    }
+                () = watcher.next_stable_change(), if watching => {
+                    tracing::info!(config = %self.path.display(), "config file changed and settled: reloading");
+                    self.reload().await;
                 }
             }
         }
@@ -475,25 +470,6 @@ impl Serving {
     }
 }
 
-/// What identifies a version of the config file without reading it: a ConfigMap update
-/// swaps a symlink, an editor rewrites in place; either changes one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-    })
-}
-
 /// The signals `run` obeys.
 struct Signals {
     hangup: tokio::signal::unix::Signal,
@@ -505,7 +481,7 @@ impl Signals {
     /// Must run inside the tokio runtime.
     fn install() -> Result<Signals, RunError> {
         let install = |kind: SignalKind, name: &'static str| {
-            signal(kind).map_err(|source| RunError::Signal { name, source })
+            signal(kind).map_err(|error| RunError::Signal { name, error })
         };
         Ok(Signals {
             hangup: install(SignalKind::hangup(), "SIGHUP")?,

@@ -9,6 +9,8 @@
 //!   state machines driven by tokio probes, plus passive detection fed by the data plane.
 //! - [`ha`]: who holds each VIP: leases (Kubernetes, etcd), the address over netlink, and
 //!   gratuitous ARP / unsolicited NA.
+//! - [`daemon`]: what `run` claims from the host first: the single-instance lock and the
+//!   open-file limit with its budget (sessions, splice pipes, control plane).
 //! - [`stats`]: per-worker counters and histograms, merged for `alive-proxy stats`,
 //!   the admin socket and Prometheus `/metrics`.
 //! - [`notify`]: sd_notify(3) readiness, reload and stop notices for `Type=notify` units.
@@ -16,8 +18,13 @@
 //! The control plane (tokio) and the data plane (monoio) meet in three places only: the
 //! routing snapshot (arc-swap), per-worker stats, and a command channel per worker.
 
+// Panics are for bugs: what the input, the network or the OS can make fail is handled.
+// Tests may unwrap (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod app;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod ha;
 pub mod health;

@@ -1,6 +1,10 @@
 //! The `alive-proxy` command: argument parsing and wiring only. Everything it does lives in
 //! the library; errors get their context here (anyhow) and become the exit status.
 
+// Panics are for bugs: what the input, the network or the OS can make fail is handled.
+// Tests may unwrap (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

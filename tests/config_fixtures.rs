@@ -316,6 +316,8 @@ fn new_optional_keys_and_their_defaults() {
     }
     let s80 = &edge.services[0];
     assert_eq!(s80.idle_timeout, Duration::from_secs(120));
+    assert_eq!(s80.client_fin_timeout, Duration::from_secs(5));
+    assert_eq!(s80.server_fin_timeout, Duration::from_millis(500));
     assert_eq!(s80.proxy_protocol, ProxyProtocol::V2, "true means v2");
     assert!(!s80.transparent);
     assert_eq!(s80.max_connections, 10000);
@@ -327,6 +329,11 @@ fn new_optional_keys_and_their_defaults() {
         s443.idle_timeout,
         Duration::from_secs(900),
         "default idle_timeout"
+    );
+    assert_eq!(
+        (s443.client_fin_timeout, s443.server_fin_timeout),
+        (Duration::from_secs(120), Duration::from_secs(120)),
+        "default fin timeouts: IPVS's FIN_WAIT"
     );
     assert_eq!(s443.on_backend_down, OnBackendDown::Close);
     assert_eq!(s443.connect_attempts, 3);

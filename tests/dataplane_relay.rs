@@ -124,14 +124,14 @@ fn all_backends_dead_resets_the_client_at_once(driver: DriverChoice) {
     svc.connect_timeout = Duration::from_secs(30);
     let _dp = start(&plan(vec![svc]), driver);
     let started = Instant::now();
-    let mut stream =
-        TcpStream::connect_timeout(&vip, Duration::from_secs(5)).expect("the VIP accepts");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("set read timeout");
-    let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n");
-    let mut buf = [0u8; 64];
-    let result = read_retrying(&mut stream, &mut buf);
+    // The reset can reach the client while connect() is still returning, or on its first
+    // read: either way it is refused at once.
+    let result = TcpStream::connect_timeout(&vip, Duration::from_secs(5)).and_then(|mut stream| {
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\n\r\n");
+        let mut buf = [0u8; 64];
+        read_retrying(&mut stream, &mut buf)
+    });
     let waited = started.elapsed();
     match result {
         Err(e) => assert_eq!(

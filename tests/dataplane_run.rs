@@ -19,14 +19,24 @@ use support::ports::free_tcp_port;
 use support::process::{ChildGuard, spawn_logged};
 use support::wait;
 
-fn config_text(port: u16, backends: &[&str], algo: &str) -> String {
+/// Each daemon gets its own admin socket in `dir` (one daemon runs per socket) and no admin
+/// HTTP.
+fn admin(dir: &Path) -> String {
+    format!(
+        "admin:\n  socket: \"{}\"\n  http: off\n",
+        dir.join("admin.sock").display()
+    )
+}
+
+fn config_text(dir: &Path, port: u16, backends: &[&str], algo: &str) -> String {
     let ips = backends
         .iter()
         .map(|b| format!("\"{b}\""))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "instances:\n  - vip:\n      vip: 127.0.0.1\n      interface: \"lo\"\n      name: \"local\"\n    ipvs:\n      ips: [ {ips} ]\n      ports:\n        - port: {port}\n          virtual_server_config: |\n            lb_algo {algo}\n            lb_kind NAT\n            protocol TCP\n"
+        "{}instances:\n  - vip:\n      vip: 127.0.0.1\n      interface: \"lo\"\n      name: \"local\"\n    ipvs:\n      ips: [ {ips} ]\n      ports:\n        - port: {port}\n          virtual_server_config: |\n            lb_algo {algo}\n            lb_kind NAT\n            protocol TCP\n",
+        admin(dir)
     )
 }
 
@@ -104,7 +114,8 @@ fn lab(driver: DriverChoice, backends: &[&str]) -> Lab {
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("alive.yaml");
-    std::fs::write(&config, config_text(port, &backends[..2], "rr")).expect("write config");
+    std::fs::write(&config, config_text(dir.path(), port, &backends[..2], "rr"))
+        .expect("write config");
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().expect("vip");
     let proxy = start_proxy(&config, vip, driver);
     Lab {
@@ -155,12 +166,13 @@ fn reload_under_load_loses_no_established_connection(driver: DriverChoice) {
     }
     std::thread::sleep(Duration::from_millis(300));
     let port = lab.vip.port();
+    let dir = lab.config.parent().expect("the config's directory");
     // SIGHUP reloads and file-change reloads, alternating backend sets and schedulers.
     let variants = [
-        config_text(port, &["127.0.0.2", "127.0.0.3", "127.0.0.4"], "rr"),
-        config_text(port, &["127.0.0.3", "127.0.0.4"], "wlc"),
-        config_text(port, &["127.0.0.4"], "rr"),
-        config_text(port, &["127.0.0.2", "127.0.0.4"], "rr"),
+        config_text(dir, port, &["127.0.0.2", "127.0.0.3", "127.0.0.4"], "rr"),
+        config_text(dir, port, &["127.0.0.3", "127.0.0.4"], "wlc"),
+        config_text(dir, port, &["127.0.0.4"], "rr"),
+        config_text(dir, port, &["127.0.0.2", "127.0.0.4"], "rr"),
     ];
     for (i, text) in variants.iter().enumerate() {
         std::fs::write(&lab.config, text).expect("rewrite config");
@@ -177,12 +189,17 @@ fn reload_under_load_loses_no_established_connection(driver: DriverChoice) {
             .unwrap_or_else(|e| panic!("{e}; proxy log:\n{}", lab.proxy.log()));
         assert!(done > 0, "a client made no request at all");
     }
-    let seen = names_seen(lab.vip, 20);
+    // The last variant was a file change: applied once the file has settled (a second).
     let expected: HashMap<String, usize> =
         [("127.0.0.2".to_string(), 10), ("127.0.0.4".to_string(), 10)].into();
-    assert_eq!(
-        seen, expected,
-        "new connections should follow the last reload (backends .2 and .4)"
+    let mut seen = HashMap::new();
+    let followed = wait::until(Duration::from_secs(15), || {
+        seen = names_seen(lab.vip, 20);
+        seen == expected
+    });
+    assert!(
+        followed,
+        "new connections should follow the last reload (backends .2 and .4), saw {seen:?}"
     );
 }
 on_both_drivers!(reload_under_load_loses_no_established_connection);
@@ -268,7 +285,13 @@ fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
     let _backend = spawn_backend("b", addr, "http");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("alive.yaml");
-    std::fs::write(&config, config_text(port, &["127.0.0.2"], "rr")).expect("write config");
+    // Admin HTTP on, to read the exhaustion counters afterwards.
+    let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port())
+        .parse()
+        .expect("admin address");
+    let text = config_text(dir.path(), port, &["127.0.0.2"], "rr")
+        .replace("http: off", &format!("http: \"{http}\""));
+    std::fs::write(&config, text).expect("write config");
     let vip: SocketAddr = format!("127.0.0.1:{port}").parse().expect("vip");
     let binary = env!("CARGO_BIN_EXE_alive-proxy");
     let script = format!(
@@ -325,5 +348,113 @@ fn out_of_descriptors_pauses_accepting_then_recovers(driver: DriverChoice) {
         "the proxy did not serve again after descriptors were freed; log:\n{}",
         proxy.log()
     );
+    let mut metrics = String::new();
+    let counted = wait::until(Duration::from_secs(10), || {
+        metrics = http_get(http, "/metrics").unwrap_or_default();
+        metrics.lines().any(|l| {
+            l.starts_with(r#"alive_proxy_local_exhaustion_total{resource="process_fds""#)
+                && !l.ends_with(" 0")
+        })
+    });
+    assert!(
+        counted,
+        "/metrics does not count the EMFILE pauses:\n{metrics}"
+    );
 }
 on_both_drivers!(out_of_descriptors_pauses_accepting_then_recovers);
+
+/// A config with one VIP (127.0.0.1) and one `ports` entry per port, all to 127.0.0.2.
+fn config_with_ports(dir: &Path, ports: &[u16]) -> (String, String) {
+    let head = "instances:\n  - vip:\n      vip: 127.0.0.1\n      interface: \"lo\"\n      name: \"local\"\n    ipvs:\n      ips: [ \"127.0.0.2\" ]\n      ports:\n";
+    let entries: Vec<String> = ports
+        .iter()
+        .map(|port| {
+            format!("        - port: {port}\n          virtual_server_config: |\n            lb_algo rr\n")
+        })
+        .collect();
+    (format!("{}{head}", admin(dir)), entries.concat())
+}
+
+/// Issue 10, item 1: a writer that truncates the file, writes the first port, and appends the
+/// second one 50 ms later must never get the one-port prefix applied. Before, a change was
+/// applied at the next poll, and the second port's listener came and went.
+#[test]
+fn a_half_written_config_is_never_applied() {
+    let [kept, appended, added] = [free_tcp_port(), free_tcp_port(), free_tcp_port()];
+    let _backends: Vec<ChildGuard> = [kept, appended, added]
+        .iter()
+        .map(|port| {
+            let addr: SocketAddr = format!("127.0.0.2:{port}").parse().expect("backend");
+            spawn_backend("b", addr, "http")
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("alive.yaml");
+    let (head, entries) = config_with_ports(dir.path(), &[kept, appended]);
+    let (_, first) = config_with_ports(dir.path(), &[kept]);
+    let second = entries[first.len()..].to_owned();
+    std::fs::write(&config, format!("{head}{entries}")).expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_alive-proxy"));
+    command.args(["run", "--config"]).arg(&config).args([
+        "--workers",
+        "1",
+        "--watch-interval",
+        "100ms",
+    ]);
+    let proxy = spawn_logged("alive-proxy", command);
+    let vip = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().expect("vip") };
+    assert!(
+        wait::tcp_listening(vip(appended), Duration::from_secs(15)),
+        "alive-proxy did not listen; log:\n{}",
+        proxy.log()
+    );
+
+    // Connects to the appended port all along; bounded in count and time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let stop = Arc::clone(&stop);
+        let target = vip(appended);
+        std::thread::spawn(move || {
+            let (mut refused, mut tries) = (0, 0);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while tries < 100_000 && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                if let Err(e) = TcpStream::connect_timeout(&target, Duration::from_secs(1))
+                    && e.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    refused += 1;
+                }
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (refused, tries)
+        })
+    };
+    for _ in 0..10 {
+        std::fs::write(&config, format!("{head}{first}")).expect("truncate and write");
+        std::thread::sleep(Duration::from_millis(50));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .expect("open to append");
+        file.write_all(second.as_bytes()).expect("append");
+        drop(file);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // A last change that adds a port proves the watcher still applies complete files.
+    let (_, all) = config_with_ports(dir.path(), &[kept, appended, added]);
+    std::fs::write(&config, format!("{head}{all}")).expect("write the final config");
+    let applied = wait::tcp_listening(vip(added), Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    let (refused, tries) = prober.join().expect("prober");
+    assert!(
+        applied,
+        "the complete file was never applied; log:\n{}",
+        proxy.log()
+    );
+    assert_eq!(
+        refused,
+        0,
+        "{refused} of {tries} connections to port {appended} were refused: a half-written file was applied; log:\n{}",
+        proxy.log()
+    );
+}

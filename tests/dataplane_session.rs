@@ -105,6 +105,61 @@ fn idle_session_is_closed_after_idle_timeout(driver: DriverChoice) {
 }
 on_both_drivers!(idle_session_is_closed_after_idle_timeout);
 
+/// Issue 10, item 7: the client has sent its request and its FIN, the backend never answers
+/// nor closes. The session ends at `server_fin_timeout`, not at the 900 s idle timeout.
+fn half_closed_session_ends_at_its_server_fin_timeout(driver: DriverChoice) {
+    let backend = TcpListener::bind("127.0.0.1:0").expect("bind test backend");
+    let backend_addr = backend.local_addr().expect("backend addr");
+    // Reads the request to its end (the FIN is passed on), then holds the connection open
+    // without a word until the test is done.
+    let (done, hold) = std::sync::mpsc::channel::<()>();
+    let silent = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (mut stream, _) = backend.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request)?;
+        let _ = hold.recv_timeout(Duration::from_secs(60));
+        Ok(request)
+    });
+    let vip = loopback(false, free_tcp_port());
+    let mut svc = service(vip, &[backend_addr]);
+    svc.idle_timeout = Duration::from_secs(900);
+    svc.server_fin_timeout = Duration::from_secs(1);
+    let dp = start(&plan(vec![svc]), driver);
+    let mut client = TcpStream::connect_timeout(&vip, Duration::from_secs(5)).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    client.write_all(b"request").expect("send");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let half_closed_at = Instant::now();
+    let ended = read_retrying(&mut client, &mut [0u8; 16]);
+    let waited = half_closed_at.elapsed();
+    let _ = done.send(());
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == ErrorKind::ConnectionReset)
+            || matches!(ended, Ok(0)),
+        "the half-closed session was not closed: {ended:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}, before the 1 s server_fin_timeout"
+    );
+    let request = silent.join().expect("backend thread").expect("backend I/O");
+    assert_eq!(
+        request, b"request",
+        "the backend got the request and its FIN"
+    );
+    let timed_out = dp
+        .stats
+        .events()
+        .session_timeouts(alive_proxy::stats::events::SessionTimeout::ServerFin);
+    assert_eq!(timed_out, 1, "counted as a server_fin timeout");
+}
+on_both_drivers!(half_closed_session_ends_at_its_server_fin_timeout);
+
 fn transparent_mode_connects_from_the_client_address(driver: DriverChoice) {
     let backend = loopback(false, free_tcp_port());
     let _b = spawn_backend("b", backend, "http");

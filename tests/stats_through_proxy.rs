@@ -14,6 +14,7 @@ use std::time::Duration;
 use alive_proxy::config::AdminPlan;
 use alive_proxy::dataplane::DriverChoice;
 use alive_proxy::stats::admin::{self, AdminServer};
+use alive_proxy::stats::prometheus;
 use alive_proxy::stats::{Readiness, StatsSnapshot};
 use support::dataplane::{backend_name, loopback, plan, service, spawn_backend, start};
 use support::ports::free_tcp_port;
@@ -211,3 +212,56 @@ fn http_get_body(addr: SocketAddr, path: &str) -> String {
 }
 
 on_both_drivers!(counts_reach_exactly_n_through_the_proxy);
+
+/// `/metrics` (the encoder the endpoint serves) counts a refused backend connect by cause and a
+/// session closed by its idle timer, and the exposition passes `promtool check metrics`.
+fn metrics_count_passive_failures_by_cause_and_session_timeouts(driver: DriverChoice) {
+    let live = loopback(false, free_tcp_port());
+    let _echo = spawn_backend("echo", live, "echo");
+    let dead = loopback(false, free_tcp_port());
+    let vip = loopback(false, free_tcp_port());
+    let mut svc = service(vip, &[dead, live]);
+    svc.idle_timeout = Duration::from_secs(1);
+    let dataplane = start(&plan(vec![svc]), driver);
+    // Round robin over two backends: some of these try the dead one first.
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        stream.write_all(b"ping").expect("send");
+        let mut echo = [0u8; 4];
+        stream
+            .read_exact(&mut echo)
+            .expect("served by the live backend");
+        if stream.read(&mut echo).is_err() {
+            // Reset by the idle timer: expected.
+        }
+    }
+    let metrics = prometheus::encode_registry(&prometheus::live_registry(
+        Arc::clone(&dataplane.stats),
+        Readiness::new(),
+    ))
+    .expect("encode /metrics");
+    for (series, what) in [
+        (
+            r#"alive_proxy_passive_connect_failures_total{cause="refused"}"#,
+            "a refused connect",
+        ),
+        (
+            r#"alive_proxy_sessions_timed_out_total{timeout="idle"}"#,
+            "idle sessions closed",
+        ),
+    ] {
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(
+            value.is_some_and(|v| v > 0),
+            "/metrics does not count {what} ({series}: {value:?}):\n{metrics}"
+        );
+    }
+    support::metrics::promtool_check(&metrics);
+}
+on_both_drivers!(metrics_count_passive_failures_by_cause_and_session_timeouts);

@@ -65,9 +65,10 @@ fn child_guard_kills_the_whole_process_group_on_drop() {
     );
     let grandchild: i32 = guard.log().trim().parse().expect("a pid");
     drop(guard);
-    let gone = support::wait::until(
-        Duration::from_secs(5),
-        || unsafe { libc::kill(grandchild, 0) } != 0,
-    );
+    let gone = support::wait::until(Duration::from_secs(5), || {
+        // SAFETY: kill(2) with signal 0 only checks that the pid exists.
+        let alive = unsafe { libc::kill(grandchild, 0) };
+        alive != 0
+    });
     assert!(gone, "grandchild {grandchild} survived its guard");
 }

@@ -14,6 +14,10 @@
 //!
 //! A thread per connection: simple, and the proxy, not this, is what is measured.
 
+// Panics are for bugs: what the input, the network or the OS can make fail is handled.
+// Tests may unwrap (clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;

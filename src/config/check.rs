@@ -2,24 +2,35 @@
 //! `nginx -t`), print the plan (or the plan as JSON), warnings and errors on stderr.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::{LoadError, Mode, Severity, load, summary};
 
+/// Each message carries its cause; none is repeated as a `source()` (see [`LoadError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The file could not be read (an invalid one is a report, not an error).
+    #[error(transparent)]
+    Load(LoadError),
     #[error("cannot encode the plan as JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("cannot run the online checks: {0}")]
     Online(std::io::Error),
     #[error("cannot write the report: {0}")]
-    Output(#[from] std::io::Error),
+    Output(std::io::Error),
+}
+
+impl From<serde_json::Error> for CheckError {
+    fn from(error: serde_json::Error) -> Self {
+        CheckError::Json(error)
+    }
+}
+
+impl From<std::io::Error> for CheckError {
+    fn from(error: std::io::Error) -> Self {
+        CheckError::Output(error)
+    }
 }
 
 /// Exit 0 with the plan on stdout (warnings on stderr), or 1 with every diagnostic on
@@ -27,12 +38,12 @@ pub enum CheckError {
 pub fn run_check(path: &Path, json: bool, online: bool) -> Result<ExitCode, CheckError> {
     let loaded = match load(path, Mode::Check) {
         Ok(loaded) => loaded,
-        Err(LoadError::Read { path, source }) => return Err(CheckError::Read { path, source }),
         Err(err @ LoadError::Invalid(_)) => {
             let mut stderr = std::io::stderr().lock();
             writeln!(stderr, "{err}")?;
             return Ok(ExitCode::FAILURE);
         }
+        Err(err) => return Err(CheckError::Load(err)),
     };
     let mut stderr = std::io::stderr().lock();
     for w in &loaded.warnings {

@@ -1,13 +1,27 @@
 //! Diagnostics: one problem in the config file, with its place (file:line:column), what was
-//! expected, and the offending source line with a caret. Also the collector that gathers every
-//! problem of one load so that all of them are reported in one run.
+//! expected, and an excerpt of the offending source line with a caret. Also the collector that
+//! gathers the problems of one load so that they are reported in one run.
+//!
+//! Memory stays linear in the file whatever it holds: a collector keeps at most
+//! [`MAX_REPORTED`] problems of each severity (the first ones in file order) and only counts
+//! the rest, and an excerpt is at most [`EXCERPT_CHARS`] characters of its line, cut around the
+//! column. (Keeping every problem with a full copy of its line made a one-line 60 KB file
+//! cost gigabytes.)
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::Serialize;
 
+/// Problems of one severity reported per load; the rest are counted ("and N more").
+pub const MAX_REPORTED: usize = 50;
+/// Longest source excerpt shown under a diagnostic, in characters (without the `…` marks).
+pub const EXCERPT_CHARS: usize = 120;
+
 /// A place in the loaded file: 1-based line and 1-based column counted in characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 pub struct Pos {
     pub line: usize,
     pub col: usize,
@@ -19,7 +33,7 @@ impl Pos {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -36,7 +50,7 @@ impl fmt::Display for Severity {
 }
 
 /// One problem found while loading. `Display` gives the compiler-style report:
-/// `alive.yaml:12:5: error: <what is wrong>; expected <what>`, the source line, a caret.
+/// `alive.yaml:12:5: error: <what is wrong>; expected <what>`, the source excerpt, a caret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     pub file: String,
@@ -44,8 +58,13 @@ pub struct Diagnostic {
     pub severity: Severity,
     pub message: String,
     pub expected: Option<String>,
-    /// The source line the position points into (empty when the file has no such line).
+    /// The source line the position points into (empty when the file has no such line). A line
+    /// longer than [`EXCERPT_CHARS`] is cut to that many characters around the column, with
+    /// `…` where it was cut.
     pub source_line: String,
+    /// 1-based column of `pos` within `source_line` (equals `pos.col` unless the line was cut).
+    #[serde(skip)]
+    pub excerpt_col: usize,
 }
 
 impl Diagnostic {
@@ -68,7 +87,7 @@ impl Diagnostic {
         let mut caret: String = self
             .source_line
             .chars()
-            .take(self.pos.col.saturating_sub(1))
+            .take(self.excerpt_col.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         caret.push('^');
@@ -84,6 +103,30 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// `line` as shown under a diagnostic at 1-based character column `col`: whole when short,
+/// else [`EXCERPT_CHARS`] characters around the column with `…` where it was cut. Returns the
+/// excerpt and the column within it.
+pub fn excerpt(line: &str, col: usize) -> (String, usize) {
+    let at = col.saturating_sub(1);
+    // Counting stops just past the limit: a long line is never walked twice.
+    if line.chars().nth(EXCERPT_CHARS).is_none() {
+        return (line.to_owned(), col);
+    }
+    let start = at.saturating_sub(EXCERPT_CHARS / 2);
+    let mut shown = String::with_capacity(EXCERPT_CHARS + 8);
+    let mut column = at - start + 1;
+    if start > 0 {
+        shown.push('…');
+        column += 1;
+    }
+    let mut chars = line.chars().skip(start);
+    shown.extend(chars.by_ref().take(EXCERPT_CHARS));
+    if chars.next().is_some() {
+        shown.push('…');
+    }
+    (shown, column)
 }
 
 /// The file's lines as YAML counts them: `\r\n`, `\n` and a lone `\r` all end a line.
@@ -113,13 +156,68 @@ pub fn split_lines(text: &str) -> Vec<&str> {
     lines
 }
 
+/// What identifies a problem: one found twice (a raw_check applies to every backend) is
+/// reported once.
+type Key = (Pos, String);
+
+/// The first [`MAX_REPORTED`] distinct problems of one severity in file order, and how many
+/// distinct ones there were in all.
+#[derive(Debug, Default)]
+struct Kept {
+    first: BTreeMap<Key, Option<String>>,
+    /// Fingerprints of every distinct problem seen, for an exact count without keeping them.
+    seen: HashSet<u64>,
+}
+
+impl Kept {
+    fn add(&mut self, pos: Pos, message: String, expected: Option<String>) {
+        let mut hasher = DefaultHasher::new();
+        (pos, &message).hash(&mut hasher);
+        if !self.seen.insert(hasher.finish()) {
+            return;
+        }
+        let key = (pos, message);
+        if self.first.len() == MAX_REPORTED
+            && self
+                .first
+                .last_key_value()
+                .is_some_and(|(last, _)| *last < key)
+        {
+            return;
+        }
+        self.first.insert(key, expected);
+        if self.first.len() > MAX_REPORTED {
+            self.first.pop_last();
+        }
+    }
+
+    fn distinct(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+/// What a load found: the first problems of each kind in file order, and how many there are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Findings {
+    /// At most [`MAX_REPORTED`], sorted by position.
+    pub errors: Vec<Diagnostic>,
+    /// At most [`MAX_REPORTED`], sorted by position.
+    pub warnings: Vec<Diagnostic>,
+    /// Distinct errors found, shown or not.
+    pub error_total: usize,
+    /// Distinct warnings found, shown or not.
+    pub warning_total: usize,
+}
+
 /// Collects the diagnostics of one load; knows the file's name and text to quote lines.
 #[derive(Debug)]
 pub struct Diags<'a> {
     file: &'a str,
     lines: Vec<&'a str>,
-    errors: Vec<Diagnostic>,
-    warnings: Vec<Diagnostic>,
+    errors: Kept,
+    warnings: Kept,
+    /// Errors reported, duplicates included (callers compare counts before and after a step).
+    errors_reported: usize,
 }
 
 impl<'a> Diags<'a> {
@@ -127,8 +225,9 @@ impl<'a> Diags<'a> {
         Diags {
             file,
             lines: split_lines(text),
-            errors: Vec::new(),
-            warnings: Vec::new(),
+            errors: Kept::default(),
+            warnings: Kept::default(),
+            errors_reported: 0,
         }
     }
 
@@ -136,43 +235,18 @@ impl<'a> Diags<'a> {
         self.file
     }
 
-    fn make(
-        &self,
-        severity: Severity,
-        pos: Pos,
-        message: String,
-        expected: Option<String>,
-    ) -> Diagnostic {
-        let source_line = pos
-            .line
-            .checked_sub(1)
-            .and_then(|i| self.lines.get(i))
-            .map(|l| l.to_string())
-            .unwrap_or_default();
-        Diagnostic {
-            file: self.file.to_string(),
-            pos,
-            severity,
-            message,
-            expected,
-            source_line,
-        }
-    }
-
     /// An error saying what is wrong and what was expected instead.
     pub fn error(&mut self, pos: Pos, message: impl Into<String>, expected: impl Into<String>) {
-        let d = self.make(
-            Severity::Error,
+        self.errors_reported += 1;
+        self.errors.add(
             pos,
             message.into(),
             Some(expected.into()).filter(|e: &String| !e.is_empty()),
         );
-        self.errors.push(d);
     }
 
     pub fn warning(&mut self, pos: Pos, message: impl Into<String>) {
-        let d = self.make(Severity::Warning, pos, message.into(), None);
-        self.warnings.push(d);
+        self.warnings.add(pos, message.into(), None);
     }
 
     /// Error or warning depending on `as_error` (machine-dependent checks: `run` vs `check`).
@@ -186,29 +260,59 @@ impl<'a> Diags<'a> {
         if as_error {
             self.error(pos, message, expected);
         } else {
-            let d = self.make(
-                Severity::Warning,
+            self.warnings.add(
                 pos,
                 message.into(),
                 Some(expected.into()).filter(|e: &String| !e.is_empty()),
             );
-            self.warnings.push(d);
         }
     }
 
+    /// Errors reported so far, duplicates included.
     pub fn error_count(&self) -> usize {
-        self.errors.len()
+        self.errors_reported
     }
 
-    /// Errors (sorted by position, as a reader walks the file) and warnings.
-    /// A raw_check applies to every backend, so the same problem can be found once per
-    /// backend: identical diagnostics are reported once.
-    pub fn finish(mut self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-        for list in [&mut self.errors, &mut self.warnings] {
-            list.sort_by(|a, b| a.pos.cmp(&b.pos).then_with(|| a.message.cmp(&b.message)));
-            list.dedup_by(|a, b| a.pos == b.pos && a.message == b.message);
+    fn render(&self, severity: Severity, kept: Kept) -> Vec<Diagnostic> {
+        kept.first
+            .into_iter()
+            .map(|((pos, message), expected)| {
+                let line = pos.line.checked_sub(1).and_then(|i| self.lines.get(i));
+                let (source_line, excerpt_col) = match line {
+                    Some(line) => excerpt(line, pos.col),
+                    None => (String::new(), pos.col),
+                };
+                Diagnostic {
+                    file: self.file.to_owned(),
+                    pos,
+                    severity,
+                    message,
+                    expected,
+                    source_line,
+                    excerpt_col,
+                }
+            })
+            .collect()
+    }
+
+    /// The first [`MAX_REPORTED`] distinct errors and warnings, each sorted by position as a
+    /// reader walks the file, and how many there were in all.
+    pub fn findings(mut self) -> Findings {
+        let errors = std::mem::take(&mut self.errors);
+        let warnings = std::mem::take(&mut self.warnings);
+        let (error_total, warning_total) = (errors.distinct(), warnings.distinct());
+        Findings {
+            errors: self.render(Severity::Error, errors),
+            warnings: self.render(Severity::Warning, warnings),
+            error_total,
+            warning_total,
         }
-        (self.errors, self.warnings)
+    }
+
+    /// [`findings`](Self::findings) without the totals: (errors, warnings).
+    pub fn finish(self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+        let findings = self.findings();
+        (findings.errors, findings.warnings)
     }
 }
 
@@ -225,5 +329,54 @@ mod tests {
             errors[0].to_string(),
             "alive.yaml:2:8: error: invalid port `x`; expected an integer 1..65535\n  | \tport: x\n  | \t      ^"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_shown_as_a_window_around_the_column_with_the_caret_under_it() {
+        let line = format!("{}X{}", "a".repeat(10_000), "b".repeat(10_000));
+        let mut d = Diags::new("f.yaml", &line);
+        d.error(Pos::new(1, 10_001), "bad X", "");
+        let (errors, _) = d.finish();
+        let e = &errors[0];
+        assert!(
+            e.source_line.chars().count() <= EXCERPT_CHARS + 2,
+            "excerpt of {} chars",
+            e.source_line.chars().count()
+        );
+        assert!(e.source_line.starts_with('…') && e.source_line.ends_with('…'));
+        assert_eq!(
+            e.source_line.chars().nth(e.excerpt_col - 1),
+            Some('X'),
+            "the excerpt column points at the offending character"
+        );
+        let rendered = e.to_string();
+        let caret = rendered.lines().last().expect("caret line");
+        assert_eq!(caret.chars().count() - 4, e.excerpt_col, "{rendered}");
+    }
+
+    #[test]
+    fn near_the_start_of_a_long_line_the_excerpt_is_cut_only_at_the_end() {
+        let line = "x".repeat(1000);
+        let (shown, col) = excerpt(&line, 3);
+        assert_eq!(col, 3);
+        assert!(!shown.starts_with('…') && shown.ends_with('…'));
+        let (shown, col) = excerpt(&line, 1000);
+        assert!(shown.starts_with('…') && !shown.ends_with('…'));
+        assert_eq!(shown.chars().nth(col - 1), Some('x'));
+    }
+
+    #[test]
+    fn only_the_first_problems_in_file_order_are_kept_and_all_distinct_ones_are_counted() {
+        let mut d = Diags::new("f.yaml", "");
+        for line in (1..=500).rev() {
+            d.error(Pos::new(line, 1), "bad", "");
+            d.error(Pos::new(line, 1), "bad", "");
+        }
+        assert_eq!(d.error_count(), 1000, "every report counts for callers");
+        let findings = d.findings();
+        assert_eq!(findings.errors.len(), MAX_REPORTED);
+        assert_eq!(findings.error_total, 500, "duplicates count once");
+        let lines: Vec<usize> = findings.errors.iter().map(|e| e.pos.line).collect();
+        assert_eq!(lines, (1..=MAX_REPORTED).collect::<Vec<_>>());
     }
 }

@@ -9,16 +9,18 @@
 pub mod check;
 pub mod diagnostic;
 pub mod diff;
+pub mod file;
 pub mod keepalived;
 pub mod plan;
 pub mod raw;
 pub mod summary;
 pub mod validate;
+pub mod watch;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Pos, Severity};
+pub use diagnostic::{Diagnostic, Findings, Pos, Severity};
 pub use plan::*;
 
 /// How strictly to treat things that depend on the machine (e.g. kubeconfig files):
@@ -36,37 +38,63 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// Why a file did not load. Each message names the file; the I/O cause is part of the
+/// message, not a separate `source()`, so printing the error chain shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error("{} is a {kind}, not a regular file; --config takes the path of alive.yaml", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{} is larger than {limit} bytes, too large for a config file", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{} is not UTF-8 text (invalid byte at offset {offset})", path.display())]
+    NotText { path: PathBuf, offset: usize },
     #[error("{}", render(.0))]
-    Invalid(Vec<Diagnostic>),
+    Invalid(Rejection),
+}
+
+/// What an invalid file is reported with: the first problems of each kind, and how many
+/// there were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Errors first, then warnings, each in file order; at most
+    /// [`diagnostic::MAX_REPORTED`] of each.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Distinct errors found, shown or not.
+    pub error_total: usize,
+    /// Distinct problems found but not in `diagnostics`.
+    pub omitted: usize,
 }
 
 impl LoadError {
-    /// The diagnostics of an invalid file (errors first, then warnings); empty for `Read`.
+    /// The diagnostics of an invalid file (errors first, then warnings); empty for a file
+    /// that could not be read.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
-            LoadError::Invalid(d) => d,
-            LoadError::Read { .. } => &[],
+            LoadError::Invalid(r) => &r.diagnostics,
+            _ => &[],
         }
     }
 }
 
-fn render(diags: &[Diagnostic]) -> String {
-    let errors = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+fn render(rejection: &Rejection) -> String {
     let mut s = String::new();
-    for d in diags {
+    for d in &rejection.diagnostics {
         s.push_str(&d.to_string());
         s.push('\n');
     }
+    if rejection.omitted > 0 {
+        s.push_str(&format!(
+            "... and {} more not shown (the first {} of each kind are, in file order)\n",
+            rejection.omitted,
+            diagnostic::MAX_REPORTED
+        ));
+    }
+    let errors = rejection.error_total;
     s.push_str(&format!(
         "{errors} error{} in the configuration",
         if errors == 1 { "" } else { "s" }
@@ -76,10 +104,7 @@ fn render(diags: &[Diagnostic]) -> String {
 
 /// Read and validate `path`. Diagnostics name the file as given.
 pub fn load(path: &Path, mode: Mode) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = file::read_config(path)?;
     let name = path.display().to_string();
     load_text(&name, &text, mode, path.parent())
 }
@@ -118,13 +143,21 @@ fn load_text(
             None
         }
     };
-    let (errors, warnings) = diags.finish();
+    let findings = diags.findings();
     match plan {
-        Some(plan) if errors.is_empty() => Ok(Loaded { plan, warnings }),
+        Some(plan) if findings.error_total == 0 => Ok(Loaded {
+            plan,
+            warnings: findings.warnings,
+        }),
         _ => {
-            let mut all = errors;
-            all.extend(warnings);
-            Err(LoadError::Invalid(all))
+            let shown = findings.errors.len() + findings.warnings.len();
+            let mut diagnostics = findings.errors;
+            diagnostics.extend(findings.warnings);
+            Err(LoadError::Invalid(Rejection {
+                diagnostics,
+                error_total: findings.error_total,
+                omitted: (findings.error_total + findings.warning_total).saturating_sub(shown),
+            }))
         }
     }
 }

@@ -138,6 +138,14 @@ pub struct Service {
     /// Optional key `idle_timeout` (alive-proxy addition): a session with no bytes either way
     /// for this long is closed. Default 900 s, like IPVS's established TCP timeout.
     pub idle_timeout: Duration,
+    /// Optional key `client_fin_timeout` (alive-proxy addition, HAProxy's `timeout
+    /// client-fin`): once the backend has finished sending, the session is closed after this
+    /// long without a byte from the client. Default 120 s, IPVS's FIN_WAIT timeout.
+    pub client_fin_timeout: Duration,
+    /// Optional key `server_fin_timeout` (HAProxy's `timeout server-fin`): once the client has
+    /// finished sending, the session is closed after this long without a byte from the
+    /// backend. Default 120 s.
+    pub server_fin_timeout: Duration,
     /// Optional key `proxy_protocol`: send a PROXY header to the backend.
     pub proxy_protocol: ProxyProtocol,
     /// Optional key `transparent`: connect to backends from the client's address.

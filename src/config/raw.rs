@@ -88,6 +88,8 @@ pub struct RawPort {
     pub vs: VirtualServer,
     pub rs: RealServer,
     pub idle_timeout: Option<Duration>,
+    pub client_fin_timeout: Option<Duration>,
+    pub server_fin_timeout: Option<Duration>,
     pub proxy_protocol: Option<ProxyProtocol>,
     pub transparent: Option<bool>,
     pub max_connections: Option<u32>,
@@ -353,6 +355,8 @@ const PORT_KEYS: &[&str] = &[
     "virtual_server_config",
     "raw_check",
     "idle_timeout",
+    "client_fin_timeout",
+    "server_fin_timeout",
     "proxy_protocol",
     "transparent",
     "max_connections",
@@ -666,6 +670,8 @@ fn port_entry(node: &Node, diags: &mut Diags<'_>) -> Option<RawPort> {
         },
         rs: RealServer::default(),
         idle_timeout: None,
+        client_fin_timeout: None,
+        server_fin_timeout: None,
         proxy_protocol: None,
         transparent: None,
         max_connections: None,
@@ -705,6 +711,12 @@ fn port_entry(node: &Node, diags: &mut Diags<'_>) -> Option<RawPort> {
     }
     if let Some(n) = m.get("idle_timeout") {
         p.idle_timeout = seconds(n, "idle_timeout", diags);
+    }
+    if let Some(n) = m.get("client_fin_timeout") {
+        p.client_fin_timeout = seconds(n, "client_fin_timeout", diags);
+    }
+    if let Some(n) = m.get("server_fin_timeout") {
+        p.server_fin_timeout = seconds(n, "server_fin_timeout", diags);
     }
     if let Some(n) = m.get("proxy_protocol")
         && let Some(s) = scalar(n, "proxy_protocol", "off, v1 or v2", diags)

@@ -160,10 +160,12 @@ fn service(out: &mut String, svc: &Service) {
     );
     let _ = writeln!(
         out,
-        "    connect_timeout {}, connect_attempts {}, idle_timeout {}, max_connections {}, proxy_protocol {}, transparent {}, on_backend_down {}",
+        "    connect_timeout {}, connect_attempts {}, idle_timeout {}, client_fin_timeout {}, server_fin_timeout {}, max_connections {}, proxy_protocol {}, transparent {}, on_backend_down {}",
         secs(svc.connect_timeout),
         svc.connect_attempts,
         secs(svc.idle_timeout),
+        secs(svc.client_fin_timeout),
+        secs(svc.server_fin_timeout),
         if svc.max_connections == 0 {
             "unlimited".to_string()
         } else {

@@ -20,6 +20,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+/// IPVS's TCP FIN_WAIT timeout (`ipvsadm --set`'s tcpfin), for a half-closed session.
+const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_CONNECT_ATTEMPTS: u32 = 3;
 
 pub struct Context<'p> {
@@ -502,6 +504,8 @@ fn service(
         backends,
         connect_timeout: vs.timers.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        client_fin_timeout: raw.client_fin_timeout.unwrap_or(DEFAULT_FIN_TIMEOUT),
+        server_fin_timeout: raw.server_fin_timeout.unwrap_or(DEFAULT_FIN_TIMEOUT),
         proxy_protocol: raw.proxy_protocol.unwrap_or(ProxyProtocol::Off),
         transparent: raw.transparent.unwrap_or(false),
         max_connections: raw.max_connections.unwrap_or(0),

@@ -17,6 +17,9 @@ use super::diagnostic::{Diags, Pos};
 
 /// Nesting deeper than this is not a config file; refuse before recursion gets costly.
 const MAX_DEPTH: usize = 64;
+/// More nodes than this is not a config file either (the seed has about 40 per instance):
+/// parsing stops there, so that memory stays bounded by this, not by what a large file holds.
+pub const MAX_NODES: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -103,18 +106,64 @@ pub fn parse(text: &str, diags: &mut Diags<'_>) -> Option<Node> {
     let lines = super::diagnostic::split_lines(text);
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
+        text: CharIndex::new(text),
         lines,
         diags,
         root: None,
+        nodes: 0,
     };
     builder.document().unwrap_or_default()
 }
 
 struct Builder<'t, 'd, 'a> {
     parser: Parser<'t, saphyr_parser::StrInput<'t>>,
+    text: CharIndex<'t>,
     lines: Vec<&'t str>,
     diags: &'d mut Diags<'a>,
     root: Option<Node>,
+    /// Nodes built so far, against [`MAX_NODES`].
+    nodes: usize,
+}
+
+/// The text from a character index on, without walking from the start each time: the parser
+/// reports positions in characters, and a long line holds many scalars (walking the line for
+/// each made a one-line file quadratic).
+struct CharIndex<'t> {
+    text: &'t str,
+    /// Byte offset of every [`CharIndex::STRIDE`]th character; empty for ASCII text, where
+    /// characters and bytes coincide.
+    checkpoints: Vec<usize>,
+}
+
+impl<'t> CharIndex<'t> {
+    const STRIDE: usize = 64;
+
+    fn new(text: &'t str) -> CharIndex<'t> {
+        let checkpoints = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.char_indices()
+                .step_by(Self::STRIDE)
+                .map(|(at, _)| at)
+                .collect()
+        };
+        CharIndex { text, checkpoints }
+    }
+
+    /// The text from character `index` on (empty past the end).
+    fn text_from(&self, index: usize) -> &'t str {
+        if self.checkpoints.is_empty() {
+            return self.text.get(index..).unwrap_or("");
+        }
+        let Some(&at) = self.checkpoints.get(index / Self::STRIDE) else {
+            return "";
+        };
+        let rest = &self.text[at..];
+        match rest.char_indices().nth(index % Self::STRIDE) {
+            Some((offset, _)) => &rest[offset..],
+            None => "",
+        }
+    }
 }
 
 fn pos_of_span(span: &Span) -> Pos {
@@ -168,6 +217,15 @@ impl<'t> Builder<'t, '_, '_> {
 
     fn node(&mut self, ev: Event<'t>, span: Span, depth: usize) -> Result<Node, ()> {
         let pos = pos_of_span(&span);
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            self.diags.error(
+                pos,
+                format!("the file has more than {MAX_NODES} YAML nodes; reading stops here"),
+                "an alive.yaml of a size people write (a few dozen nodes per instance)",
+            );
+            return Err(());
+        }
         if depth > MAX_DEPTH {
             self.diags.error(
                 pos,
@@ -271,10 +329,9 @@ impl<'t> Builder<'t, '_, '_> {
         let line_starts = match style {
             Style::Literal => self.literal_starts(value, span),
             Style::Plain | Style::SingleQuoted | Style::DoubleQuoted if !value.contains('\n') => {
-                let col0 = span.start.col() + usize::from(style != Style::Plain);
-                let ok = self
-                    .source_line(span.start.line())
-                    .is_some_and(|l| chars_match_at(l, col0, value));
+                let quote = usize::from(style != Style::Plain);
+                let col0 = span.start.col() + quote;
+                let ok = starts_with_chars(self.text.text_from(span.start.index() + quote), value);
                 if ok {
                     vec![Pos::new(span.start.line(), col0 + 1)]
                 } else {
@@ -342,6 +399,11 @@ fn same_key(a: &Node, b: &Node) -> bool {
 fn chars_match_at(line: &str, col0: usize, expected: &str) -> bool {
     let mut rest = line.chars().skip(col0);
     expected.chars().all(|c| rest.next() == Some(c))
+}
+
+/// Whether the file text from a scalar's start holds the scalar's value verbatim.
+fn starts_with_chars(text: &str, expected: &str) -> bool {
+    text.starts_with(expected)
 }
 
 #[cfg(test)]

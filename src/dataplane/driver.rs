@@ -97,6 +97,35 @@ fn probe() -> io::Result<DriverKind> {
     }
 }
 
+/// io_uring kernel workers (io-wq) for socket operations beyond the splice pipes: a punted
+/// connect or close may need one while every pipe's splice is stalled.
+const KERNEL_WORKERS_SPARE: u32 = 8;
+
+/// Caps the calling thread's io_uring kernel workers for socket operations ("unbounded"
+/// io-wq workers) at `max_pipes` + [`KERNEL_WORKERS_SPARE`]. A splice never completes inline:
+/// each one runs in such a worker and blocks there while its socket has nothing to give or
+/// no room to take, so 500 stalled readers used to mean ~500 kernel threads. A direction
+/// splices only while it holds one of the worker's `max_pipes` pipe pairs, and does one splice
+/// at a time, so under this cap a splice never waits behind another's stall (a cap below the
+/// pool's bound does: measured, sessions then stop moving).
+///
+/// io-wq belongs to the thread, shared by all its rings, so the limit is set through a small
+/// ring of its own: monoio does not expose its ring. Best effort: a kernel without
+/// IORING_REGISTER_IOWQ_MAX_WORKERS (before 5.15) keeps its default and says so.
+pub fn cap_kernel_workers(kind: DriverKind, max_pipes: usize) {
+    if kind == DriverKind::Legacy {
+        return;
+    }
+    let max = u32::try_from(max_pipes)
+        .unwrap_or(u32::MAX)
+        .saturating_add(KERNEL_WORKERS_SPARE);
+    let capped = io_uring::IoUring::<io_uring::squeue::Entry, io_uring::cqueue::Entry>::new(2)
+        .and_then(|ring| ring.submitter().register_iowq_max_workers(&mut [0, max]));
+    if let Err(err) = capped {
+        tracing::warn!(%err, "cannot cap io_uring kernel workers; stalled splices may each hold a kernel thread");
+    }
+}
+
 /// Runs `make()`'s future to completion on a fresh runtime of `kind` on the calling thread.
 /// The future is made inside the runtime so it may create monoio resources.
 pub fn block_on<F, Fut>(kind: DriverKind, make: F) -> io::Result<Fut::Output>

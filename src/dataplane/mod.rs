@@ -56,7 +56,7 @@ pub struct DataplaneOptions {
     pub driver: DriverChoice,
     /// A direction switches from copy to splice after this many bytes; `None` = copy only.
     pub splice_after: Option<u64>,
-    /// Pipe pairs per worker for splice (two fds each).
+    /// Pipe pairs per worker for splice (two fds each); the descriptor budget may lower it.
     pub max_pipes_per_worker: usize,
     /// Copy buffer per direction.
     pub buffer_size: usize,
@@ -68,7 +68,7 @@ impl Default for DataplaneOptions {
             workers: 0,
             driver: DriverChoice::Auto,
             splice_after: Some(DEFAULT_SPLICE_AFTER),
-            max_pipes_per_worker: 256,
+            max_pipes_per_worker: crate::daemon::fd_limit::PIPE_PAIRS_PER_WORKER_MAX,
             buffer_size: 16 * 1024,
         }
     }
@@ -82,15 +82,15 @@ pub const DEFAULT_SPLICE_AFTER: u64 = 1024 * 1024;
 pub enum DataplaneError {
     #[error(transparent)]
     Driver(#[from] driver::DriverError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot start data-plane worker {worker}: {source}")]
+    #[error("cannot start data-plane worker {worker}: {error}")]
     Worker {
         worker: usize,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -158,7 +158,7 @@ fn bind_all(
                 .collect::<Result<Vec<_>, _>>(),
             None => listener::bind_group(addr, count),
         }
-        .map_err(|source| DataplaneError::Listen { addr, source })?;
+        .map_err(|error| DataplaneError::Listen { addr, error })?;
         for (slot, socket) in per_worker.iter_mut().zip(group) {
             slot.push((addr, socket));
         }
@@ -215,6 +215,11 @@ impl Dataplane {
         let addrs = listen_addrs(plan);
         let listeners = bind_all(&addrs, count, &mut prebound)?;
         let live = Arc::new(AtomicUsize::new(0));
+        // Splice may take only its share of descriptors, and each pipe lent can hold one
+        // io_uring kernel worker in a stalled splice: both bounded by the same number.
+        let max_pipes = options
+            .max_pipes_per_worker
+            .min(crate::daemon::fd_limit::Budget::current(count).pipe_pairs_per_worker);
         let relay = RelayOptions {
             splice_after: options.splice_after,
             buffer_size: options.buffer_size,
@@ -228,7 +233,7 @@ impl Dataplane {
                 id,
                 routing: Arc::clone(&routing),
                 options: relay,
-                max_pipes: options.max_pipes_per_worker,
+                max_pipes,
                 passive: passive.clone(),
                 stats: stats.worker(id),
                 live: Arc::clone(&live),
@@ -241,7 +246,8 @@ impl Dataplane {
                 .spawn(move || {
                     let signal_ready = ready.clone();
                     let result = driver::block_on(driver, move || async move {
-                        tracing::info!(worker = id, %driver, "data-plane worker started");
+                        driver::cap_kernel_workers(driver, max_pipes);
+                        tracing::info!(worker = id, %driver, max_pipes, "data-plane worker started");
                         // The receiver may be gone if start already failed elsewhere.
                         let _ = signal_ready.send((id, Ok(())));
                         worker::run(seed).await;
@@ -250,7 +256,7 @@ impl Dataplane {
                         let _ = ready.send((id, Err(err)));
                     }
                 })
-                .map_err(|source| DataplaneError::Worker { worker: id, source })?;
+                .map_err(|error| DataplaneError::Worker { worker: id, error })?;
             workers.push(WorkerHandle {
                 commands,
                 thread: Some(thread),
@@ -268,10 +274,10 @@ impl Dataplane {
         for _ in 0..count {
             match ready_rx.recv() {
                 Ok((_, Ok(()))) => {}
-                Ok((worker, Err(source))) => {
+                Ok((worker, Err(error))) => {
                     // Dropping the data plane ends the workers that did start.
                     drop(dataplane);
-                    return Err(DataplaneError::Worker { worker, source });
+                    return Err(DataplaneError::Worker { worker, error });
                 }
                 Err(_) => break,
             }

@@ -2,7 +2,8 @@
 //!
 //! Each direction is its own loop: read from one leg, write everything to the other; at EOF
 //! it half-closes the other leg (shutdown SHUT_WR) and ends, while the opposite direction
-//! goes on (half-close honoured). An error on either leg ends the whole relay and names the
+//! goes on (half-close honoured). The first side to finish is recorded in [`HalfClose`] so
+//! the session can apply its half-close timeout (`client_fin_timeout`/`server_fin_timeout`). An error on either leg ends the whole relay and names the
 //! leg, so the session can reset the other one (RST propagated as RST).
 //!
 //! Copy first, splice for large flows: small messages are cheapest with one owned buffer
@@ -21,6 +22,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::pipes::{PipeLease, PipePool};
 use super::routing::now_ms;
+use super::signal::Signal;
 use crate::stats::BackendStats;
 
 /// Bytes moved per splice call: one default pipe's capacity (16 pages).
@@ -54,6 +56,33 @@ impl Direction {
     }
 }
 
+/// Which side finished sending first; the session's timeout watch waits on it.
+#[derive(Debug, Default)]
+pub struct HalfClose {
+    first: Cell<Option<Leg>>,
+    signal: Signal,
+}
+
+impl HalfClose {
+    /// `sender` sent its FIN and it was passed on.
+    fn finished(&self, sender: Leg) {
+        if self.first.get().is_none() {
+            self.first.set(Some(sender));
+            self.signal.fire();
+        }
+    }
+
+    /// The side that finished sending first, if one has.
+    pub fn first_to_finish(&self) -> Option<Leg> {
+        self.first.get()
+    }
+
+    /// Resolves once one side has finished sending.
+    pub async fn wait(&self) {
+        self.signal.wait().await;
+    }
+}
+
 /// Which leg failed and how.
 #[derive(Debug)]
 pub struct RelayError {
@@ -72,9 +101,17 @@ pub struct RelayEnv<'a> {
     pub stats: &'a BackendStats,
     /// When the backend connect completed, for time to first byte.
     pub connected_at: Instant,
+    pub half_close: &'a HalfClose,
 }
 
 impl RelayEnv<'_> {
+    /// A direction ended cleanly: its sender's FIN was passed on. The half-close timeout
+    /// counts from here.
+    fn finished(&self, direction: Direction) {
+        self.last_activity.set(now_ms());
+        self.half_close.finished(direction.source());
+    }
+
     fn record(&self, direction: Direction, n: u64) {
         self.last_activity.set(now_ms());
         match direction {
@@ -165,6 +202,7 @@ where
         }
     }
     half_close(to, direction).await?;
+    env.finished(direction);
     Ok(total)
 }
 
@@ -224,6 +262,7 @@ where
     }
     lease.release();
     half_close(to, direction).await?;
+    env.finished(direction);
     Ok(total)
 }
 

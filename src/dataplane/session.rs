@@ -17,19 +17,20 @@ use super::connect::{connect, set_reset_on_close};
 use super::listener::is_resource_exhaustion;
 use super::passive::PassiveEvent;
 use super::proxy_header;
-use super::relay::{RelayEnv, RelayError, relay};
+use super::relay::{HalfClose, Leg, RelayEnv, RelayError, relay};
 use super::routing::{ActiveGuard, BackendState, ServiceRoute, now_ms};
 use super::scheduling::{ConnCandidates, Tried};
 use super::worker::{ServiceStatsSet, Worker};
-use crate::config::ProxyProtocol;
+use crate::config::{ProxyProtocol, Service};
 use crate::stats::BackendStats;
+use crate::stats::events::{ConnectCause, SessionTimeout};
 
 /// Why a relayed session ended.
 enum End {
     Relay(Result<super::relay::Moved, RelayError>),
     /// The backend went down (close mode), or the data plane is stopping.
     Closed,
-    Idle,
+    TimedOut(SessionTimeout),
 }
 
 /// Closes `stream` with RST: the client is refused, or its session must be torn down.
@@ -178,6 +179,7 @@ async fn attempt(
         }
         Err(err) => {
             stats.connect_failed();
+            worker.events().connect_failed(ConnectCause::of(&err));
             backend.mark_suspect();
             worker.report_passive(PassiveEvent {
                 key: backend.key,
@@ -221,6 +223,7 @@ async fn run_session(
         }
     }
     let last_activity = Cell::new(now_ms());
+    let half_close = HalfClose::default();
     let env = RelayEnv {
         pipes: &worker.pipes,
         splice_after: worker.options.splice_after,
@@ -228,6 +231,7 @@ async fn run_session(
         last_activity: &last_activity,
         stats: &stats,
         connected_at: at,
+        half_close: &half_close,
     };
     let end = match end {
         Some(end) => end,
@@ -235,7 +239,7 @@ async fn run_session(
             monoio::select! {
                 result = relay(&mut client_read, &mut client_write, &mut backend_read, &mut backend_write, &env) => End::Relay(result),
                 _ = registration.signal.wait() => End::Closed,
-                _ = idle_watch(&last_activity, route.config.idle_timeout) => End::Idle,
+                timer = timeout_watch(&last_activity, &half_close, &route.config) => End::TimedOut(timer),
             }
         }
     };
@@ -249,8 +253,9 @@ async fn run_session(
             tracing::debug!(%peer, backend = %key.backend, "session closed by the data plane");
             true
         }
-        End::Idle => {
-            tracing::debug!(%peer, backend = %key.backend, "session idle timeout");
+        End::TimedOut(timer) => {
+            worker.events().session_timed_out(*timer);
+            tracing::debug!(%peer, backend = %key.backend, ?timer, "session timed out");
             true
         }
     };
@@ -273,14 +278,42 @@ async fn run_session(
     drop(guard);
 }
 
-/// Resolves once nothing has moved either way for `idle`.
-async fn idle_watch(last_activity: &Cell<u64>, idle: Duration) {
-    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+/// Resolves with the timer that expired: `idle_timeout` while both sides send, or once one
+/// side has finished, the fin timeout of the side still expected to send (HAProxy's
+/// `timeout client-fin` / `server-fin`), whichever is shorter. Inactivity is counted from the
+/// last byte either way, or from the FIN if that came later.
+async fn timeout_watch(
+    last_activity: &Cell<u64>,
+    half_close: &HalfClose,
+    service: &Service,
+) -> SessionTimeout {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     loop {
-        let quiet_for = now_ms().saturating_sub(last_activity.get());
-        if quiet_for >= idle_ms {
-            return;
+        let (limit, timer) = match half_close.first_to_finish() {
+            None => (service.idle_timeout, SessionTimeout::Idle),
+            // The client has finished: the backend is expected to answer.
+            Some(Leg::Client) => (
+                service.server_fin_timeout.min(service.idle_timeout),
+                SessionTimeout::ServerFin,
+            ),
+            Some(Leg::Backend) => (
+                service.client_fin_timeout.min(service.idle_timeout),
+                SessionTimeout::ClientFin,
+            ),
+        };
+        let (limit_ms, quiet_ms) = (millis(limit), now_ms().saturating_sub(last_activity.get()));
+        if quiet_ms >= limit_ms {
+            return timer;
         }
-        monoio::time::sleep(Duration::from_millis(idle_ms - quiet_for)).await;
+        let wait = Duration::from_millis(limit_ms - quiet_ms);
+        if half_close.first_to_finish().is_some() {
+            monoio::time::sleep(wait).await;
+        } else {
+            // A half-close may shorten the limit: look again when it happens.
+            monoio::select! {
+                _ = monoio::time::sleep(wait) => {}
+                _ = half_close.wait() => {}
+            }
+        }
     }
 }

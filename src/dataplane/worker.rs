@@ -24,6 +24,7 @@ use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
 use super::session;
 use super::signal::Signal;
 use crate::config::BackendKey;
+use crate::stats::events::{During, Exhausted, LocalEvents};
 use crate::stats::{BackendStats, ServiceStats, WorkerStats};
 
 /// How long accepting pauses when the process or system is out of descriptors or memory:
@@ -113,8 +114,14 @@ impl Worker {
     pub fn report_passive(&self, event: PassiveEvent) {
         // Health may not be running (tests, or shutting down); the suspect mark still holds.
         if self.passive.send(event).is_err() {
+            self.events().passive_undelivered();
             tracing::trace!(?event, "no health receiver for a passive failure");
         }
+    }
+
+    /// The process-wide event counters.
+    pub fn events(&self) -> &LocalEvents {
+        self.stats.events()
     }
 
     pub fn register_session(self: &Rc<Self>, key: BackendKey) -> SessionRegistration {
@@ -212,6 +219,9 @@ impl Worker {
     /// A backend connect failed for lack of local resources (fds, memory, ports): logged
     /// (rate-limited with accept failures), and no backend is blamed.
     pub fn warn_local_exhaustion(&self, err: &std::io::Error) {
+        if let Some(resource) = Exhausted::of(err) {
+            self.events().exhausted(resource, During::Connect);
+        }
         if self.resource_warning_due() {
             tracing::warn!(worker = self.id, %err, "cannot open a backend connection: out of local resources; client reset");
         }
@@ -246,6 +256,9 @@ async fn accept_loop(
                 monoio::spawn(session::serve(Rc::clone(&worker), stream, peer, addr));
             }
             Some(Err(err)) if is_resource_exhaustion(&err) => {
+                if let Some(resource) = Exhausted::of(&err) {
+                    worker.events().exhausted(resource, During::Accept);
+                }
                 worker.warn_accept(addr, &err);
                 monoio::time::sleep(ACCEPT_PAUSE).await;
             }
@@ -258,6 +271,26 @@ async fn accept_loop(
         }
     }
     tracing::debug!(worker = worker.id, %addr, "listener closed");
+}
+
+/// Closes the pool's expired idle pipes every few seconds until `stop` fires.
+async fn sweep_idle_pipes(pipes: Rc<PipePool>, stop: Rc<Signal>) {
+    let every = super::pipes::IDLE_TTL / 2;
+    loop {
+        monoio::select! {
+            _ = stop.wait() => return,
+            _ = monoio::time::sleep(every) => pipes.close_idle(std::time::Instant::now()),
+        }
+    }
+}
+
+/// Fires its signal when dropped: a task tied to a scope ends with it.
+struct FireOnDrop(Rc<Signal>);
+
+impl Drop for FireOnDrop {
+    fn drop(&mut self) {
+        self.0.fire();
+    }
 }
 
 /// The worker's main task: start the initial listeners, then obey commands until `Exit`
@@ -274,11 +307,12 @@ pub async fn run(seed: WorkerSeed) {
         listeners,
         mut commands,
     } = seed;
+    let pipes = PipePool::new(max_pipes, Arc::clone(stats.events()));
     let worker = Rc::new(Worker {
         id,
         routing,
         options,
-        pipes: PipePool::new(max_pipes),
+        pipes: Rc::clone(&pipes),
         passive,
         stats,
         stats_cache: RefCell::new(StatsCache::default()),
@@ -291,6 +325,9 @@ pub async fn run(seed: WorkerSeed) {
     for (addr, listener) in listeners {
         worker.add_listener(addr, listener);
     }
+    let sweeper = Rc::new(Signal::default());
+    monoio::spawn(sweep_idle_pipes(pipes, Rc::clone(&sweeper)));
+    let _stop_sweeper = FireOnDrop(sweeper);
     while let Some(command) = commands.next().await {
         match command {
             WorkerCommand::AddListener { addr, listener } => worker.add_listener(addr, listener),

@@ -50,17 +50,17 @@ impl Readiness {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin socket {path}: {source}")]
+    #[error("admin socket {}: {error}", path.display())]
     Socket {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("admin socket {path}: another alive-proxy is already serving on it")]
     InUse { path: PathBuf },
-    #[error("admin HTTP listener {addr}: {source}")]
+    #[error("admin HTTP listener {addr}: {error}")]
     Http {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -110,6 +110,8 @@ pub async fn serve(
     readiness: Arc<Readiness>,
 ) -> Result<AdminServer, AdminError> {
     let unix = bind_socket(&plan.socket).await?;
+    // The admin endpoint's share of descriptors; the data plane keeps the rest.
+    let budget = crate::daemon::fd_limit::Budget::current(1);
     // Built first so that a failure below drops it: its task stops and the socket goes away.
     let mut server = AdminServer {
         socket: plan.socket,
@@ -117,19 +119,25 @@ pub async fn serve(
         tasks: vec![tokio::spawn(socket::accept_loop(
             unix,
             Arc::clone(&registry),
+            budget.admin_socket_connections,
         ))],
     };
     if let Some(addr) = plan.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| AdminError::Http { addr, source })?;
+            .map_err(|error| AdminError::Http { addr, error })?;
         let bound = listener
             .local_addr()
-            .map_err(|source| AdminError::Http { addr, source })?;
+            .map_err(|error| AdminError::Http { addr, error })?;
         server.http = Some(bound);
+        let events = registry.events();
         let metrics = Arc::new(prometheus::live_registry(registry, Arc::clone(&readiness)));
         server.tasks.push(tokio::spawn(http::accept_loop(
-            listener, metrics, readiness,
+            listener,
+            metrics,
+            readiness,
+            budget.admin_http_connections,
+            events,
         )));
     }
     tracing::info!(socket = %server.socket.display(), http = ?server.http, "admin endpoint up");
@@ -139,9 +147,9 @@ pub async fn serve(
 /// Create the socket's directory (0700 if we create it), refuse if a live daemon already
 /// answers on the path, remove a stale socket file, bind, then restrict the socket to its owner.
 async fn bind_socket(path: &Path) -> Result<UnixListener, AdminError> {
-    let fail = |source| AdminError::Socket {
+    let fail = |error| AdminError::Socket {
         path: path.to_owned(),
-        source,
+        error,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()

@@ -37,9 +37,15 @@ pub enum StatsCliError {
     #[error("--watch wants a number of seconds between 0.1 and 86400, not {0}")]
     WatchInterval(f64),
     #[error("encoding JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("writing to stdout: {0}")]
-    Stdout(#[source] io::Error),
+    Stdout(io::Error),
+}
+
+impl From<serde_json::Error> for StatsCliError {
+    fn from(error: serde_json::Error) -> Self {
+        StatsCliError::Json(error)
+    }
 }
 
 pub fn run(args: StatsArgs) -> Result<ExitCode, StatsCliError> {

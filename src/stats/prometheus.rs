@@ -30,7 +30,7 @@ use crate::ha::vrrp::packet::DropReason;
 /// `Content-Type` of what [`render`] and the `/metrics` endpoint produce.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// Encodes a fresh snapshot of the registry on every scrape.
 #[derive(Debug)]
@@ -64,6 +64,7 @@ impl Collector for FixedCollector {
 /// A prometheus-client registry serving the live stats under the `alive_proxy` prefix.
 pub fn live_registry(registry: Arc<StatsRegistry>, readiness: Arc<Readiness>) -> Registry {
     let mut metrics = Registry::with_prefix("alive_proxy");
+    metrics.register_collector(Box::new(super::events::EventsCollector(registry.events())));
     metrics.register_collector(Box::new(LiveCollector {
         registry,
         readiness,
@@ -122,7 +123,7 @@ fn family<T>(
     Ok(())
 }
 
-fn counters<V: EncodeCounterValue>(
+pub(crate) fn counters<V: EncodeCounterValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -139,7 +140,7 @@ fn counters<V: EncodeCounterValue>(
     )
 }
 
-fn gauges<V: EncodeGaugeValue>(
+pub(crate) fn gauges<V: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

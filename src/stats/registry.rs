@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::BackendKey;
 
 use super::control::ControlState;
+use super::events::LocalEvents;
 use super::histogram::{Recorder, bump};
 
 /// Everything the process counts: per-worker shards plus the control-plane state.
@@ -25,6 +26,7 @@ pub struct StatsRegistry {
     pub(crate) started: Instant,
     pub(crate) shards: Mutex<Vec<Arc<Shard>>>,
     control: Arc<ControlState>,
+    events: Arc<LocalEvents>,
 }
 
 impl std::fmt::Debug for StatsRegistry {
@@ -47,6 +49,7 @@ impl StatsRegistry {
             started: Instant::now(),
             shards: Mutex::new(Vec::new()),
             control: Arc::new(ControlState::new()),
+            events: LocalEvents::new(),
         })
     }
 
@@ -60,7 +63,15 @@ impl StatsRegistry {
             backends: Mutex::new(HashMap::new()),
         });
         lock(&self.shards).push(Arc::clone(&shard));
-        WorkerStats { shard }
+        WorkerStats {
+            shard,
+            events: Arc::clone(&self.events),
+        }
+    }
+
+    /// Process-wide event counters (exhaustion, passive failures, timeouts, admin).
+    pub fn events(&self) -> Arc<LocalEvents> {
+        Arc::clone(&self.events)
     }
 
     /// Health, HA and plan state, pushed by the control plane.
@@ -85,6 +96,7 @@ pub(crate) struct Shard {
 /// worker thread) but not `Clone`: one writer per shard.
 pub struct WorkerStats {
     shard: Arc<Shard>,
+    events: Arc<LocalEvents>,
 }
 
 impl std::fmt::Debug for WorkerStats {
@@ -125,6 +137,11 @@ impl WorkerStats {
 
     pub fn worker_id(&self) -> usize {
         self.shard.worker_id
+    }
+
+    /// The process-wide event counters.
+    pub fn events(&self) -> &Arc<LocalEvents> {
+        &self.events
     }
 }
 

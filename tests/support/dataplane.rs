@@ -60,6 +60,8 @@ pub fn service(listen: SocketAddr, backends: &[SocketAddr]) -> Service {
         backends: backends.iter().copied().map(backend_plan).collect(),
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(900),
+        client_fin_timeout: Duration::from_secs(120),
+        server_fin_timeout: Duration::from_secs(120),
         proxy_protocol: ProxyProtocol::Off,
         transparent: false,
         max_connections: 0,

@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod health;
 pub mod keepalived;
 pub mod kube_api;
+pub mod metrics;
 pub mod netns;
 pub mod ports;
 pub mod process;

@@ -88,6 +88,35 @@ impl ChildGuard {
         }
     }
 
+    /// Waits up to `timeout` for the child to exit by itself and reaps it with wait4(2):
+    /// its exit status and its peak resident set size in KiB (`ru_maxrss`). `None` if it
+    /// is still running at the deadline (it is then left to the guard to kill).
+    pub fn wait_exit_with_peak_rss(&mut self, timeout: Duration) -> Option<(i32, u64)> {
+        let pid = self.child.as_ref()?.id() as libc::pid_t;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut status = 0;
+            // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child with valid out-pointers; WNOHANG never blocks.
+            let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if reaped == pid {
+                // Reaped here: the std handle must not wait or signal a recycled pid.
+                self.child = None;
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    -libc::WTERMSIG(status)
+                };
+                return Some((code, u64::try_from(usage.ru_maxrss).unwrap_or(0)));
+            }
+            if reaped < 0 || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM, then SIGKILL for the whole group if it has not exited within `grace`.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.signal(libc::SIGTERM);
