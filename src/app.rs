@@ -225,7 +225,7 @@ pub async fn serve(
     let dataplane = Dataplane::start_with(
         &plan,
         options.dataplane,
-        Arc::clone(&stats),
+        stats.counters(),
         passive_tx,
         options.prebound,
     )?;

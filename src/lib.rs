@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: `alive.yaml` and its pasted keepalived blocks → a validated [`config::Plan`].
+//! - [`counters`]: what the data plane records (per-worker counter and histogram shards,
+//!   process-wide event counters), below everything that records.
 //! - [`dataplane`]: thread-per-core monoio workers: listeners on every VIP:port, schedulers,
 //!   the session relay. Reads the routing snapshot; never waits on the control plane.
 //! - [`health`]: keepalived's checkers (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK) as pure
@@ -11,8 +13,12 @@
 //!   gratuitous ARP / unsolicited NA.
 //! - [`daemon`]: what `run` claims from the host first: the single-instance lock and the
 //!   open-file limit with its budget (sessions, splice pipes, control plane).
-//! - [`stats`]: per-worker counters and histograms, merged for `alive-proxy stats`,
-//!   the admin socket and Prometheus `/metrics`.
+//! - [`stats`]: the counters merged with health and HA state for `alive-proxy stats`, the
+//!   admin socket and Prometheus `/metrics`.
+//!
+//! Dependencies point one way: config and counters at the bottom, then data plane, health
+//! and HA (which report upward through small observer traits and never import each other
+//! or stats), then stats, then the app.
 //! - [`notify`]: sd_notify(3) readiness, reload and stop notices for `Type=notify` units.
 //!
 //! The control plane (tokio) and the data plane (monoio) meet in three places only: the
@@ -24,6 +30,7 @@
 
 pub mod app;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod dataplane;
 pub mod ha;

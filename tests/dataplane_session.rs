@@ -155,7 +155,7 @@ fn half_closed_session_ends_at_its_server_fin_timeout(driver: DriverChoice) {
     let timed_out = dp
         .stats
         .events()
-        .session_timeouts(alive_proxy::stats::events::SessionTimeout::ServerFin);
+        .session_timeouts(alive_proxy::counters::events::SessionTimeout::ServerFin);
     assert_eq!(timed_out, 1, "counted as a server_fin timeout");
 }
 on_both_drivers!(half_closed_session_ends_at_its_server_fin_timeout);

@@ -46,7 +46,7 @@ use command::WorkerCommand;
 use worker::{RelayOptions, WorkerSeed};
 
 use crate::config::Plan;
-use crate::stats::StatsRegistry;
+use crate::counters::Counters;
 
 /// Tuning of the data plane (flags of `alive-proxy run`).
 #[derive(Debug, Clone, Copy)]
@@ -180,17 +180,17 @@ impl Dataplane {
     pub fn start(
         plan: &Plan,
         options: DataplaneOptions,
-        stats: Arc<StatsRegistry>,
+        counters: Arc<Counters>,
         passive: tokio::sync::mpsc::UnboundedSender<PassiveEvent>,
     ) -> Result<Dataplane, DataplaneError> {
-        Dataplane::start_with(plan, options, stats, passive, Prebound::default())
+        Dataplane::start_with(plan, options, counters, passive, Prebound::default())
     }
 
     /// [`Dataplane::start`] with some listeners bound by the caller.
     pub fn start_with(
         plan: &Plan,
         options: DataplaneOptions,
-        stats: Arc<StatsRegistry>,
+        counters: Arc<Counters>,
         passive: tokio::sync::mpsc::UnboundedSender<PassiveEvent>,
         mut prebound: Prebound,
     ) -> Result<Dataplane, DataplaneError> {
@@ -235,7 +235,7 @@ impl Dataplane {
                 options: relay,
                 max_pipes,
                 passive: passive.clone(),
-                stats: stats.worker(id),
+                stats: counters.worker(id),
                 live: Arc::clone(&live),
                 listeners: worker_listeners,
                 commands: receiver,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::Pipe;
 
-use crate::stats::LocalEvents;
+use crate::counters::LocalEvents;
 
 /// (read end, write end).
 pub type PipePair = (Pipe, Pipe);

@@ -23,7 +23,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use super::pipes::{PipeLease, PipePool};
 use super::routing::now_ms;
 use super::signal::Signal;
-use crate::stats::BackendStats;
+use crate::counters::BackendStats;
 
 /// Bytes moved per splice call: one default pipe's capacity (16 pages).
 const SPLICE_CHUNK: u32 = 64 * 1024;

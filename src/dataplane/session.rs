@@ -22,8 +22,8 @@ use super::routing::{ActiveGuard, BackendState, ServiceRoute, now_ms};
 use super::scheduling::{ConnCandidates, Tried};
 use super::worker::{ServiceStatsSet, Worker};
 use crate::config::{ProxyProtocol, Service};
-use crate::stats::BackendStats;
-use crate::stats::events::{ConnectCause, SessionTimeout};
+use crate::counters::BackendStats;
+use crate::counters::events::{ConnectCause, SessionTimeout};
 
 /// Why a relayed session ended.
 enum End {

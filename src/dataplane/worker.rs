@@ -24,8 +24,8 @@ use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
 use super::session;
 use super::signal::Signal;
 use crate::config::BackendKey;
-use crate::stats::events::{During, Exhausted, LocalEvents};
-use crate::stats::{BackendStats, ServiceStats, WorkerStats};
+use crate::counters::events::{During, Exhausted, LocalEvents};
+use crate::counters::{BackendStats, ServiceStats, WorkerStats};
 
 /// How long accepting pauses when the process or system is out of descriptors or memory:
 /// long enough for sessions to end and free some, short enough to stay responsive.

@@ -1,7 +1,8 @@
 //! Where health reports each backend's state for stats and the admin endpoint.
 //!
-//! `stats::ControlState` implements it (so `HealthSupervisor::spawn(.., registry.control())`
-//! works as the interface says); tests pass [`NoopObserver`] or a recorder.
+//! The stats control state implements it (there, so health never depends on stats), so
+//! `HealthSupervisor::spawn(.., registry.control())` works as the interface says; tests pass
+//! [`NoopObserver`] or a recorder.
 
 use crate::config::BackendKey;
 use crate::health::sink::BackendStatus;
@@ -18,11 +19,4 @@ pub struct NoopObserver;
 
 impl HealthObserver for NoopObserver {
     fn backend_health(&self, _key: BackendKey, _status: BackendStatus, _reason: String) {}
-}
-
-/// The process's stats/admin view of health.
-impl HealthObserver for crate::stats::ControlState {
-    fn backend_health(&self, key: BackendKey, status: BackendStatus, reason: String) {
-        crate::stats::ControlState::backend_health(self, key, status, reason);
-    }
 }

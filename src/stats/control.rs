@@ -14,8 +14,9 @@ use crate::config::{BackendKey, LockPlan, Plan};
 pub use crate::ha::status::{CertExpiry, VipRole, VipView, VrrpView};
 use crate::ha::{HaFailure, HaObserver};
 use crate::health::BackendStatus;
+use crate::health::observer::HealthObserver;
 
-use super::registry::lock;
+use crate::counters::lock;
 
 /// Health, HA and plan state; one per process, inside the [`super::StatsRegistry`].
 #[derive(Debug, Default)]
@@ -225,6 +226,13 @@ impl ControlState {
 
     pub(crate) fn read(&self) -> ControlInner {
         lock(&self.inner).clone()
+    }
+}
+
+/// The process's stats/admin view of health.
+impl HealthObserver for ControlState {
+    fn backend_health(&self, key: BackendKey, status: BackendStatus, reason: String) {
+        ControlState::backend_health(self, key, status, reason);
     }
 }
 

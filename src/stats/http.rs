@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::admin::Readiness;
-use super::events::{AdminEndpoint, LocalEvents};
 use super::prometheus;
+use crate::counters::events::{AdminEndpoint, LocalEvents};
 
 /// Slow clients get this long to send their request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,12 +1,11 @@
 //! Statistics: what the load balancer is doing and how fast.
 //!
-//! - [`registry`]: [`StatsRegistry`] and the per-worker recording handles the data plane
-//!   holds ([`WorkerStats`], [`ServiceStats`], [`BackendStats`]): single-writer counters and
-//!   histograms, no lock or contended atomic on the hot path.
-//! - [`histogram`]: the lock-free latency recorder and its merged summary.
-//! - [`control`]: [`ControlState`], health / HA / plan state pushed by the control plane.
-//! - [`events`]: [`LocalEvents`], process-wide counters of exhaustion, passive failures,
-//!   timeouts and admin connections.
+//! - [`registry`]: [`StatsRegistry`]: the data plane's recording shards
+//!   ([`crate::counters`]: single-writer counters and histograms) and the control state.
+//! - [`control`]: [`ControlState`], health / HA / plan state pushed by the control plane
+//!   through their observer traits, which it implements.
+//! - [`events`]: `/metrics` for the process-wide event counters
+//!   ([`crate::counters::LocalEvents`]).
 //! - [`snapshot`]: [`StatsSnapshot`], everything merged on demand (serde).
 //! - [`admin`]: the admin Unix socket and the HTTP listener (`/metrics`, `/healthz`, `/readyz`).
 //! - [`prometheus`]: the snapshot encoded as Prometheus metrics.
@@ -16,7 +15,6 @@ pub mod admin;
 pub mod cli;
 pub mod control;
 pub mod events;
-pub mod histogram;
 mod http;
 pub mod prometheus;
 pub mod registry;
@@ -24,9 +22,8 @@ pub mod snapshot;
 pub mod socket;
 pub mod table;
 
+pub use crate::counters::LatencySummary;
 pub use admin::Readiness;
 pub use control::{CertExpiry, ControlState, HealthState, HealthView, VipRole, VipView};
-pub use events::LocalEvents;
-pub use histogram::LatencySummary;
-pub use registry::{BackendStats, ServiceStats, StatsRegistry, WorkerStats};
+pub use registry::StatsRegistry;
 pub use snapshot::{BackendSnapshot, InstanceSnapshot, ServiceSnapshot, StatsSnapshot};

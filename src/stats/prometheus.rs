@@ -22,8 +22,8 @@ use prometheus_client::registry::{Registry, Unit};
 use super::StatsRegistry;
 use super::admin::Readiness;
 use super::control::{HealthState, VipRole, VipView, VrrpView, unix_seconds};
-use super::histogram::LatencySummary;
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
+use crate::counters::LatencySummary;
 use crate::ha::HaFailure;
 use crate::ha::vrrp::packet::DropReason;
 
@@ -222,8 +222,14 @@ fn encode_snapshot(
         Some(&Unit::Seconds),
         &[(none, snapshot.uptime_seconds())],
     )?;
+    service_metrics(e, &snapshot.services)?;
+    backend_metrics(e, &snapshot.services)?;
+    vip_metrics(e, snapshot)?;
+    encode_control_failures(e, snapshot)
+}
 
-    let services = &snapshot.services;
+/// Per VIP:port: connections, refusals, session lengths.
+fn service_metrics(e: &mut DescriptorEncoder, services: &[ServiceSnapshot]) -> fmt::Result {
     let per_service = |f: &dyn Fn(&ServiceSnapshot) -> u64| -> Vec<(Labels, u64)> {
         services.iter().map(|s| (service_labels(s), f(s))).collect()
     };
@@ -270,7 +276,11 @@ fn encode_snapshot(
         "Client session length, accept to close",
         &service_sessions,
     )?;
+    Ok(())
+}
 
+/// Per backend of each VIP:port: connections, health, failures, bytes, latencies.
+fn backend_metrics(e: &mut DescriptorEncoder, services: &[ServiceSnapshot]) -> fmt::Result {
     let backends: Vec<(&ServiceSnapshot, &BackendSnapshot)> = services
         .iter()
         .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
@@ -381,7 +391,11 @@ fn encode_snapshot(
         "Backend session length, connect to close",
         &latency(&|b| &b.session_duration),
     )?;
+    Ok(())
+}
 
+/// Per VIP instance: role, transitions, certificate expiry, a removal that keeps failing.
+fn vip_metrics(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) -> fmt::Result {
     let vips: Vec<(Labels, &VipView)> = snapshot
         .instances
         .iter()
@@ -478,7 +492,7 @@ fn encode_snapshot(
         None,
         &pending,
     )?;
-    encode_control_failures(e, snapshot)
+    Ok(())
 }
 
 /// HA failures (every kind for every instance, zeros included, so `increase()` alerts

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
@@ -11,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BackendKey;
 
-use super::control::{HealthView, VipView, VrrpView, unix_seconds};
-use super::histogram::{LatencySummary, Merged};
-use super::registry::{StatsRegistry, lock};
+use super::control::{ControlInner, HealthView, PlanView, VipView, VrrpView, unix_seconds};
+use super::registry::StatsRegistry;
+use crate::counters::histogram::{LatencySummary, Merged};
+use crate::counters::{Shard, lock};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -189,32 +191,7 @@ impl StatsRegistry {
     /// underflows).
     pub fn snapshot(&self) -> StatsSnapshot {
         let shards = self.shards();
-        let mut services: BTreeMap<SocketAddr, ServiceSums> = BTreeMap::new();
-        let mut backends: BTreeMap<BackendKey, BackendSums> = BTreeMap::new();
-        for shard in &shards {
-            for (addr, cells) in lock(&shard.services).iter() {
-                let sums = services.entry(*addr).or_default();
-                sums.closed += cells.closed.load(Relaxed);
-                sums.accepted += cells.accepted.load(Relaxed);
-                sums.refused_limit += cells.refused_limit.load(Relaxed);
-                sums.no_backend += cells.no_backend.load(Relaxed);
-                merged(&mut sums.session_duration).add(&cells.session_duration);
-            }
-            for (key, cells) in lock(&shard.backends).iter() {
-                let sums = backends.entry(*key).or_default();
-                sums.closed += cells.closed.load(Relaxed);
-                sums.opened += cells.opened.load(Relaxed);
-                sums.connections += cells.connect_ok.load(Relaxed);
-                sums.connect_failures += cells.connect_failed.load(Relaxed);
-                sums.retries += cells.retried.load(Relaxed);
-                sums.resets += cells.resets.load(Relaxed);
-                sums.bytes_to_backend += cells.bytes_to_backend.load(Relaxed);
-                sums.bytes_to_client += cells.bytes_to_client.load(Relaxed);
-                merged(&mut sums.connect_time).add(&cells.connect_time);
-                merged(&mut sums.first_byte).add(&cells.first_byte);
-                merged(&mut sums.session_duration).add(&cells.session_duration);
-            }
-        }
+        let (mut services, mut backends) = merge_shards(&shards);
         let control = self.control().read();
         let plan = control.plan.clone().unwrap_or_default();
 
@@ -226,94 +203,13 @@ impl StatsRegistry {
                 order.push((*addr, false));
             }
         }
-
         let service_snapshots = order
             .into_iter()
             .map(|(addr, in_plan)| {
-                let planned = plan.services.iter().find(|s| s.addr == addr);
                 let sums = services.remove(&addr).unwrap_or_default();
-                let mut backend_order: Vec<(SocketAddr, Option<u32>)> = planned
-                    .map(|s| s.backends.iter().map(|(a, w)| (*a, Some(*w))).collect())
-                    .unwrap_or_default();
-                let sorry = planned.and_then(|s| s.sorry_server);
-                if let Some(sorry) = sorry
-                    && !backend_order.iter().any(|(seen, _)| *seen == sorry)
-                {
-                    backend_order.push((sorry, None));
-                }
-                for key in backends.keys().filter(|k| k.service == addr) {
-                    if !backend_order.iter().any(|(seen, _)| *seen == key.backend) {
-                        backend_order.push((key.backend, None));
-                    }
-                }
-                let backend_snapshots = backend_order
-                    .into_iter()
-                    .map(|(backend, configured_weight)| {
-                        let key = BackendKey {
-                            service: addr,
-                            backend,
-                        };
-                        let sums = backends.remove(&key).unwrap_or_default();
-                        BackendSnapshot {
-                            addr: backend,
-                            in_plan: configured_weight.is_some() || sorry == Some(backend),
-                            sorry_server: sorry == Some(backend),
-                            configured_weight,
-                            health: control.health.get(&key).cloned(),
-                            connections: sums.connections,
-                            active: sums.opened.saturating_sub(sums.closed),
-                            opened: sums.opened,
-                            closed: sums.closed,
-                            connect_failures: sums.connect_failures,
-                            retries: sums.retries,
-                            resets: sums.resets,
-                            bytes_to_backend: sums.bytes_to_backend,
-                            bytes_to_client: sums.bytes_to_client,
-                            connect_time: summary(&sums.connect_time),
-                            first_byte: summary(&sums.first_byte),
-                            session_duration: summary(&sums.session_duration),
-                        }
-                    })
-                    .collect();
-                ServiceSnapshot {
-                    vip: addr.ip(),
-                    port: addr.port(),
-                    instance: planned.map(|s| s.instance.clone()),
-                    scheduler: planned.map(|s| s.scheduler.clone()),
-                    in_plan,
-                    accepted: sums.accepted,
-                    active: sums.accepted.saturating_sub(sums.closed),
-                    closed: sums.closed,
-                    refused_limit: sums.refused_limit,
-                    no_backend: sums.no_backend,
-                    session_duration: summary(&sums.session_duration),
-                    backends: backend_snapshots,
-                }
+                service_snapshot(addr, in_plan, sums, &plan, &control, &mut backends)
             })
             .collect();
-
-        let mut instances: Vec<InstanceSnapshot> = plan
-            .instances
-            .iter()
-            .map(|i| InstanceSnapshot {
-                name: i.name.clone(),
-                vip: Some(i.vip),
-                lock: Some(i.lock.clone()),
-                state: control.vips.get(&i.name).cloned(),
-                vrrp: control.vrrp.get(&i.name).cloned(),
-            })
-            .collect();
-        for (name, view) in &control.vips {
-            if !instances.iter().any(|i| &i.name == name) {
-                instances.push(InstanceSnapshot {
-                    name: name.clone(),
-                    vip: None,
-                    lock: None,
-                    state: Some(view.clone()),
-                    vrrp: control.vrrp.get(name).cloned(),
-                });
-            }
-        }
 
         StatsSnapshot {
             format: SNAPSHOT_FORMAT,
@@ -321,7 +217,7 @@ impl StatsRegistry {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             workers: shards.len(),
             services: service_snapshots,
-            instances,
+            instances: instance_snapshots(&plan, &control),
             ha_failures: control
                 .ha_failures
                 .iter()
@@ -337,4 +233,135 @@ impl StatsRegistry {
             },
         }
     }
+}
+
+type ServiceTotals = BTreeMap<SocketAddr, ServiceSums>;
+type BackendTotals = BTreeMap<BackendKey, BackendSums>;
+
+/// Every worker's counters and histograms, summed per service and per backend.
+fn merge_shards(shards: &[Arc<Shard>]) -> (ServiceTotals, BackendTotals) {
+    let mut services = ServiceTotals::new();
+    let mut backends = BackendTotals::new();
+    for shard in shards {
+        for (addr, cells) in lock(&shard.services).iter() {
+            let sums = services.entry(*addr).or_default();
+            sums.closed += cells.closed.load(Relaxed);
+            sums.accepted += cells.accepted.load(Relaxed);
+            sums.refused_limit += cells.refused_limit.load(Relaxed);
+            sums.no_backend += cells.no_backend.load(Relaxed);
+            merged(&mut sums.session_duration).add(&cells.session_duration);
+        }
+        for (key, cells) in lock(&shard.backends).iter() {
+            let sums = backends.entry(*key).or_default();
+            sums.closed += cells.closed.load(Relaxed);
+            sums.opened += cells.opened.load(Relaxed);
+            sums.connections += cells.connect_ok.load(Relaxed);
+            sums.connect_failures += cells.connect_failed.load(Relaxed);
+            sums.retries += cells.retried.load(Relaxed);
+            sums.resets += cells.resets.load(Relaxed);
+            sums.bytes_to_backend += cells.bytes_to_backend.load(Relaxed);
+            sums.bytes_to_client += cells.bytes_to_client.load(Relaxed);
+            merged(&mut sums.connect_time).add(&cells.connect_time);
+            merged(&mut sums.first_byte).add(&cells.first_byte);
+            merged(&mut sums.session_duration).add(&cells.session_duration);
+        }
+    }
+    (services, backends)
+}
+
+/// One VIP:port: its backends in plan order (the sorry server, then backends seen only in
+/// traffic, after them), each taking its totals out of `backends`.
+fn service_snapshot(
+    addr: SocketAddr,
+    in_plan: bool,
+    sums: ServiceSums,
+    plan: &PlanView,
+    control: &ControlInner,
+    backends: &mut BackendTotals,
+) -> ServiceSnapshot {
+    let planned = plan.services.iter().find(|s| s.addr == addr);
+    let mut backend_order: Vec<(SocketAddr, Option<u32>)> = planned
+        .map(|s| s.backends.iter().map(|(a, w)| (*a, Some(*w))).collect())
+        .unwrap_or_default();
+    let sorry = planned.and_then(|s| s.sorry_server);
+    if let Some(sorry) = sorry
+        && !backend_order.iter().any(|(seen, _)| *seen == sorry)
+    {
+        backend_order.push((sorry, None));
+    }
+    for key in backends.keys().filter(|k| k.service == addr) {
+        if !backend_order.iter().any(|(seen, _)| *seen == key.backend) {
+            backend_order.push((key.backend, None));
+        }
+    }
+    let backend_snapshots = backend_order
+        .into_iter()
+        .map(|(backend, configured_weight)| {
+            let key = BackendKey {
+                service: addr,
+                backend,
+            };
+            let sums = backends.remove(&key).unwrap_or_default();
+            BackendSnapshot {
+                addr: backend,
+                in_plan: configured_weight.is_some() || sorry == Some(backend),
+                sorry_server: sorry == Some(backend),
+                configured_weight,
+                health: control.health.get(&key).cloned(),
+                connections: sums.connections,
+                active: sums.opened.saturating_sub(sums.closed),
+                opened: sums.opened,
+                closed: sums.closed,
+                connect_failures: sums.connect_failures,
+                retries: sums.retries,
+                resets: sums.resets,
+                bytes_to_backend: sums.bytes_to_backend,
+                bytes_to_client: sums.bytes_to_client,
+                connect_time: summary(&sums.connect_time),
+                first_byte: summary(&sums.first_byte),
+                session_duration: summary(&sums.session_duration),
+            }
+        })
+        .collect();
+    ServiceSnapshot {
+        vip: addr.ip(),
+        port: addr.port(),
+        instance: planned.map(|s| s.instance.clone()),
+        scheduler: planned.map(|s| s.scheduler.clone()),
+        in_plan,
+        accepted: sums.accepted,
+        active: sums.accepted.saturating_sub(sums.closed),
+        closed: sums.closed,
+        refused_limit: sums.refused_limit,
+        no_backend: sums.no_backend,
+        session_duration: summary(&sums.session_duration),
+        backends: backend_snapshots,
+    }
+}
+
+/// The plan's instances in order, then any HA still reports on (removed by a reload).
+fn instance_snapshots(plan: &PlanView, control: &ControlInner) -> Vec<InstanceSnapshot> {
+    let mut instances: Vec<InstanceSnapshot> = plan
+        .instances
+        .iter()
+        .map(|i| InstanceSnapshot {
+            name: i.name.clone(),
+            vip: Some(i.vip),
+            lock: Some(i.lock.clone()),
+            state: control.vips.get(&i.name).cloned(),
+            vrrp: control.vrrp.get(&i.name).cloned(),
+        })
+        .collect();
+    for (name, view) in &control.vips {
+        if !instances.iter().any(|i| &i.name == name) {
+            instances.push(InstanceSnapshot {
+                name: name.clone(),
+                vip: None,
+                lock: None,
+                state: Some(view.clone()),
+                vrrp: control.vrrp.get(name).cloned(),
+            });
+        }
+    }
+    instances
 }

@@ -17,8 +17,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use super::StatsRegistry;
-use super::events::AdminEndpoint;
 use super::snapshot::StatsSnapshot;
+use crate::counters::events::AdminEndpoint;
 
 pub const SNAPSHOT: &str = "snapshot";
 pub const PING: &str = "ping";

@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::control::{HealthState, unix_seconds};
-use super::histogram::LatencySummary;
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
+use crate::counters::LatencySummary;
 
 /// `12µs`, `1.3ms`, `2.50s`, `1h02m`: three significant digits at most, unit that fits.
 pub fn duration_us(us: u64) -> String {
@@ -76,15 +76,27 @@ fn find_backend<'a>(
 /// Render the table. `previous` (an earlier snapshot of the same daemon) adds rate columns.
 pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> String {
     let mut out = String::new();
-    // Writing to a String cannot fail; the results are ignored for that reason only.
     let elapsed = previous.map_or(0.0, |p| snapshot.taken_at() - p.taken_at());
+    header(&mut out, snapshot, previous.is_some(), elapsed);
+    for service in &snapshot.services {
+        service_lines(&mut out, snapshot, service, previous, elapsed);
+    }
+    if !snapshot.instances.is_empty() {
+        instance_lines(&mut out, snapshot);
+    }
+    out
+}
+
+// Writing to a String cannot fail: the `let _ = writeln!` below ignore that result only.
+
+fn header(out: &mut String, snapshot: &StatsSnapshot, rates: bool, elapsed: f64) {
     let _ = writeln!(
         out,
         "alive-proxy: {} worker{}, up {}{}",
         snapshot.workers,
         if snapshot.workers == 1 { "" } else { "s" },
         duration_us(snapshot.uptime_ms * 1000),
-        if previous.is_some() {
+        if rates {
             format!(", rates over {elapsed:.1}s")
         } else {
             String::new()
@@ -100,7 +112,7 @@ pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> Str
         "Active",
         "Refused",
         "NoBackend",
-        if previous.is_some() { "   Conn/s" } else { "" }
+        if rates { "   Conn/s" } else { "" }
     );
     let _ = writeln!(
         out,
@@ -115,136 +127,147 @@ pub fn render(snapshot: &StatsSnapshot, previous: Option<&StatsSnapshot>) -> Str
         "ConnFail",
         "Retry",
         "Sessions",
-        if previous.is_some() {
+        if rates {
             "   Conn/s   InB/s  OutB/s"
         } else {
             ""
         }
     );
-    for service in &snapshot.services {
-        let before = find_service(previous, service);
-        let cps = before.map(|b| rate(service.accepted, b.accepted, elapsed));
+}
+
+/// One VIP:port and its backends (`ipvsadm -ln`'s lines), with rates against `previous`.
+fn service_lines(
+    out: &mut String,
+    snapshot: &StatsSnapshot,
+    service: &ServiceSnapshot,
+    previous: Option<&StatsSnapshot>,
+    elapsed: f64,
+) {
+    let before = find_service(previous, service);
+    let cps = before.map(|b| rate(service.accepted, b.accepted, elapsed));
+    let _ = writeln!(
+        out,
+        "{:<4} {:<30} {:<9} {:>9} {:>7} {:>8} {:>9}{}{}",
+        "TCP",
+        service.addr().to_string(),
+        service.scheduler.as_deref().unwrap_or("-"),
+        service.accepted,
+        service.active,
+        service.refused_limit,
+        service.no_backend,
+        cps.map_or(String::new(), |r| format!(" {:>8}", quantity(r))),
+        if service.in_plan {
+            ""
+        } else {
+            "  (removed from config)"
+        }
+    );
+    for backend in &service.backends {
+        let then = find_backend(before, backend);
+        let rates = match (previous, then) {
+            (Some(_), Some(then)) => format!(
+                "   {:>6} {:>7} {:>7}",
+                quantity(rate(backend.connections, then.connections, elapsed)),
+                quantity(rate(
+                    backend.bytes_to_backend,
+                    then.bytes_to_backend,
+                    elapsed
+                )),
+                quantity(rate(backend.bytes_to_client, then.bytes_to_client, elapsed)),
+            ),
+            (Some(_), None) => format!("   {:>6} {:>7} {:>7}", "-", "-", "-"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "{:<4} {:<30} {:<9} {:>9} {:>7} {:>8} {:>9}{}{}",
-            "TCP",
-            service.addr().to_string(),
-            service.scheduler.as_deref().unwrap_or("-"),
-            service.accepted,
-            service.active,
-            service.refused_limit,
-            service.no_backend,
-            cps.map_or(String::new(), |r| format!(" {:>8}", quantity(r))),
-            if service.in_plan {
-                ""
-            } else {
-                "  (removed from config)"
-            }
+            "  -> {:<28} {:<7} {:>6} {:>10} {:>9} {:<7} {:>8} {:>8} {:>6} {:>8}  {}{}",
+            backend.addr.to_string(),
+            "Proxy",
+            backend.weight(),
+            backend.active,
+            0,
+            backend.state_name(),
+            backend.connections,
+            backend.connect_failures,
+            backend.retries,
+            backend.closed,
+            percentiles(&backend.connect_time),
+            rates
         );
-        for backend in &service.backends {
-            let then = find_backend(before, backend);
-            let rates = match (previous, then) {
-                (Some(_), Some(then)) => format!(
-                    "   {:>6} {:>7} {:>7}",
-                    quantity(rate(backend.connections, then.connections, elapsed)),
-                    quantity(rate(
-                        backend.bytes_to_backend,
-                        then.bytes_to_backend,
-                        elapsed
-                    )),
-                    quantity(rate(backend.bytes_to_client, then.bytes_to_client, elapsed)),
-                ),
-                (Some(_), None) => format!("   {:>6} {:>7} {:>7}", "-", "-", "-"),
-                _ => String::new(),
-            };
+        // Why a backend takes no traffic is what operators look for; up ones need no line.
+        if let Some(health) = backend
+            .health
+            .as_ref()
+            .filter(|h| h.state != HealthState::Up && !h.reason.is_empty())
+        {
             let _ = writeln!(
                 out,
-                "  -> {:<28} {:<7} {:>6} {:>10} {:>9} {:<7} {:>8} {:>8} {:>6} {:>8}  {}{}",
-                backend.addr.to_string(),
-                "Proxy",
-                backend.weight(),
-                backend.active,
-                0,
-                backend.state_name(),
-                backend.connections,
-                backend.connect_failures,
-                backend.retries,
-                backend.closed,
-                percentiles(&backend.connect_time),
-                rates
+                "       {} for {}: {}",
+                health.state.name(),
+                duration_us(
+                    ((snapshot.taken_at() - unix_seconds(health.since)).max(0.0) * 1e6) as u64
+                ),
+                health.reason
             );
-            // Why a backend takes no traffic is what operators look for; up ones need no line.
-            if let Some(health) = backend
-                .health
-                .as_ref()
-                .filter(|h| h.state != HealthState::Up && !h.reason.is_empty())
-            {
-                let _ = writeln!(
-                    out,
-                    "       {} for {}: {}",
-                    health.state.name(),
-                    duration_us(
-                        ((snapshot.taken_at() - unix_seconds(health.since)).max(0.0) * 1e6) as u64
-                    ),
-                    health.reason
-                );
-            }
         }
     }
-    if !snapshot.instances.is_empty() {
-        let _ = writeln!(out);
+}
+
+/// Who holds each VIP, with certificate expiry and the last lock error.
+fn instance_lines(out: &mut String, snapshot: &StatsSnapshot) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  Lock",
+        "Instance", "VIP", "Role", "Holder", "For", "Transitions"
+    );
+    for instance in &snapshot.instances {
+        let vip = instance.vip.map_or("-".to_owned(), |v| v.to_string());
+        let lock = instance.lock.as_deref().unwrap_or("-");
+        let Some(state) = &instance.state else {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  {lock}",
+                instance.name, vip, "-", "-", "-", "-"
+            );
+            continue;
+        };
+        let held_for = ((snapshot.taken_at() - unix_seconds(state.since)).max(0.0) * 1e6) as u64;
+        let endpoint = state
+            .lock_endpoint
+            .as_deref()
+            .map_or(String::new(), |e| format!(" via {e}"));
         let _ = writeln!(
             out,
-            "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  Lock",
-            "Instance", "VIP", "Role", "Holder", "For", "Transitions"
+            "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  {lock}{endpoint}",
+            instance.name,
+            vip,
+            state.role.name(),
+            state.holder.as_deref().unwrap_or("-"),
+            duration_us(held_for),
+            state.transitions,
         );
-        for instance in &snapshot.instances {
-            let vip = instance.vip.map_or("-".to_owned(), |v| v.to_string());
-            let lock = instance.lock.as_deref().unwrap_or("-");
-            match &instance.state {
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  {lock}",
-                        instance.name, vip, "-", "-", "-", "-"
-                    );
+        for cert in &state.cert_expiry {
+            let when = match (cert.not_after, &cert.error) {
+                (Some(t), _) => {
+                    let days = (unix_seconds(t) - snapshot.taken_at()) / 86_400.0;
+                    format!("certificate expires in {days:.0} days")
                 }
-                Some(state) => {
-                    let held_for =
-                        ((snapshot.taken_at() - unix_seconds(state.since)).max(0.0) * 1e6) as u64;
-                    let endpoint = state
-                        .lock_endpoint
-                        .as_deref()
-                        .map_or(String::new(), |e| format!(" via {e}"));
-                    let _ = writeln!(
-                        out,
-                        "{:<20} {:<28} {:<7} {:<20} {:>9} {:>11}  {lock}{endpoint}",
-                        instance.name,
-                        vip,
-                        state.role.name(),
-                        state.holder.as_deref().unwrap_or("-"),
-                        duration_us(held_for),
-                        state.transitions,
-                    );
-                    for cert in &state.cert_expiry {
-                        let when = match (cert.not_after, &cert.error) {
-                            (Some(t), _) => {
-                                let days = (unix_seconds(t) - snapshot.taken_at()) / 86_400.0;
-                                format!("certificate expires in {days:.0} days")
-                            }
-                            (None, Some(err)) => err.clone(),
-                            (None, None) => "no client certificate".to_owned(),
-                        };
-                        let _ = writeln!(out, "    {}: {when}", cert.kubeconfig.display());
-                    }
-                    if let Some(err) = &state.last_error {
-                        let _ = writeln!(out, "    last error: {err}");
-                    }
-                }
-            }
+                (None, Some(err)) => err.clone(),
+                (None, None) => "no client certificate".to_owned(),
+            };
+            let _ = writeln!(out, "    {}: {when}", cert.kubeconfig.display());
+        }
+        if let Some(err) = &state.last_error {
+            let _ = writeln!(out, "    last error: {err}");
+        }
+        if state.removal_pending {
+            let _ = writeln!(
+                out,
+                "    the VIP cannot be removed from this host (retrying)"
+            );
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ pub fn start(plan: &Plan, driver: DriverChoice) -> TestDataplane {
 pub fn start_with(plan: &Plan, options: DataplaneOptions) -> TestDataplane {
     let (tx, passive) = tokio::sync::mpsc::unbounded_channel();
     let stats = StatsRegistry::new();
-    let dataplane = Dataplane::start(plan, options, Arc::clone(&stats), tx)
+    let dataplane = Dataplane::start(plan, options, stats.counters(), tx)
         .unwrap_or_else(|e| panic!("data plane did not start with {:?}: {e}", options.driver));
     TestDataplane {
         dataplane: Some(dataplane),

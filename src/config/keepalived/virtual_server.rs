@@ -30,6 +30,17 @@ pub fn parse(statements: &[Statement], pos: Pos, diags: &mut Diags<'_>) -> Virtu
 }
 
 fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
+    let known = timer_keyword(vs, st, diags)
+        || scheduling_keyword(vs, st, diags)
+        || transport_keyword(vs, st, diags)
+        || health_keyword(vs, st, diags);
+    if !known {
+        unknown_keyword(st, diags);
+    }
+}
+
+/// The checker timers a virtual_server sets for its real servers. `false`: not one of them.
+fn timer_keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) -> bool {
     let name = st.name();
     match name {
         "delay_loop" => {
@@ -62,6 +73,15 @@ fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
                 vs.timers.retry = Some(v.value);
             }
         }
+        _ => return false,
+    }
+    true
+}
+
+/// Scheduler, its flags and client persistence. `false`: not one of them.
+fn scheduling_keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) -> bool {
+    let name = st.name();
+    match name {
         "lb_algo" | "lvs_sched" => {
             note_repeat(&vs.scheduler, st, diags);
             let usage = format!("{name} SCHEDULER");
@@ -103,24 +123,6 @@ fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
                 }
             }
         }
-        "lb_kind" | "lvs_method" | "sorry_server_lvs_method" => forwarding(st, diags),
-        "protocol" => {
-            if let Some(arg) = one(st, "protocol TCP", diags) {
-                let upper = arg.value.to_ascii_uppercase();
-                match upper.as_str() {
-                    "TCP" => {}
-                    "UDP" | "SCTP" => diags.error(
-                        arg.pos,
-                        format!(
-                            "`protocol {}` is not supported: alive-proxy proxies TCP only",
-                            arg.value
-                        ),
-                        "TCP",
-                    ),
-                    _ => diags.error(arg.pos, format!("unknown protocol `{}`", arg.value), "TCP"),
-                }
-            }
-        }
         "persistence_timeout" => {
             note_repeat(&vs.persistence_timeout, st, diags);
             let usage = "persistence_timeout [SECONDS]";
@@ -152,6 +154,65 @@ fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
                 vs.persistence_granularity = granularity(arg, diags);
             }
         }
+        _ => return false,
+    }
+    true
+}
+
+/// Forwarding method, protocol and address family. `false`: not one of them.
+fn transport_keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) -> bool {
+    let name = st.name();
+    match name {
+        "lb_kind" | "lvs_method" | "sorry_server_lvs_method" => forwarding(st, diags),
+        "protocol" => {
+            if let Some(arg) = one(st, "protocol TCP", diags) {
+                let upper = arg.value.to_ascii_uppercase();
+                match upper.as_str() {
+                    "TCP" => {}
+                    "UDP" | "SCTP" => diags.error(
+                        arg.pos,
+                        format!(
+                            "`protocol {}` is not supported: alive-proxy proxies TCP only",
+                            arg.value
+                        ),
+                        "TCP",
+                    ),
+                    _ => diags.error(arg.pos, format!("unknown protocol `{}`", arg.value), "TCP"),
+                }
+            }
+        }
+        "ip_family" => {
+            if let Some(arg) = one(st, "ip_family inet|inet6", diags) {
+                match arg.value {
+                    "inet" => {
+                        vs.ip_family = Some(Spanned {
+                            value: Family::V4,
+                            pos: arg.pos,
+                        })
+                    }
+                    "inet6" => {
+                        vs.ip_family = Some(Spanned {
+                            value: Family::V6,
+                            pos: arg.pos,
+                        })
+                    }
+                    other => diags.error(
+                        arg.pos,
+                        format!("unknown address family `{other}`"),
+                        "inet or inet6",
+                    ),
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Quorum, sorry server and the real servers' health defaults. `false`: not one of them.
+fn health_keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) -> bool {
+    let name = st.name();
+    match name {
         "quorum" => {
             note_repeat(&vs.quorum, st, diags);
             vs.quorum = uint(st, 1, u32::MAX, "quorum WEIGHT", diags).or(vs.quorum);
@@ -188,46 +249,28 @@ fn keyword(vs: &mut VirtualServer, st: &Statement, diags: &mut Diags<'_>) {
                 vs.weight = Some(v.value);
             }
         }
-        "ip_family" => {
-            if let Some(arg) = one(st, "ip_family inet|inet6", diags) {
-                match arg.value {
-                    "inet" => {
-                        vs.ip_family = Some(Spanned {
-                            value: Family::V4,
-                            pos: arg.pos,
-                        })
-                    }
-                    "inet6" => {
-                        vs.ip_family = Some(Spanned {
-                            value: Family::V6,
-                            pos: arg.pos,
-                        })
-                    }
-                    other => diags.error(
-                        arg.pos,
-                        format!("unknown address family `{other}`"),
-                        "inet or inet6",
-                    ),
-                }
-            }
-        }
-        _ => {
-            if let Some(why) = rejected(name) {
-                diags.error(st.pos(), format!("`{name}` is not supported: {why}"), "");
-            } else if grammar::is_real_server_keyword(name) {
-                diags.error(
-                    st.pos(),
-                    format!("`{name}` belongs in raw_check (inside each real_server), not in virtual_server_config"),
-                    "a virtual_server keyword here",
-                );
-            } else {
-                diags.error(
-                    st.pos(),
-                    format!("unknown keyword `{name}` in virtual_server_config"),
-                    "a keepalived virtual_server keyword (docs/config.md lists them)",
-                );
-            }
-        }
+        _ => return false,
+    }
+    true
+}
+
+/// Refused, misplaced or unknown.
+fn unknown_keyword(st: &Statement, diags: &mut Diags<'_>) {
+    let name = st.name();
+    if let Some(why) = rejected(name) {
+        diags.error(st.pos(), format!("`{name}` is not supported: {why}"), "");
+    } else if grammar::is_real_server_keyword(name) {
+        diags.error(
+            st.pos(),
+            format!("`{name}` belongs in raw_check (inside each real_server), not in virtual_server_config"),
+            "a virtual_server keyword here",
+        );
+    } else {
+        diags.error(
+            st.pos(),
+            format!("unknown keyword `{name}` in virtual_server_config"),
+            "a keepalived virtual_server keyword (docs/config.md lists them)",
+        );
     }
 }
 

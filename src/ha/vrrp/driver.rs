@@ -208,76 +208,89 @@ pub async fn run_vrrp<V: VipOps>(
             Decision::Stopped => break,
         };
         shell.publish();
-        let wake = {
-            let expect = Expect {
-                vrid: shell.inst.settings.vrid,
-                vip: shell.inst.vip,
-                peers: (!shell.unicast.is_empty()).then_some(shell.unicast.as_slice()),
-            };
-            let socket = shell.socket.as_ref();
-            let link = shell.link.as_mut();
-            let timer = async {
-                match until {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let packet = async {
-                match socket {
-                    Some(socket) => match socket.recv(&mut buf).await {
-                        Ok(rx) => Wake::Packet(rx.and_then(|rx| {
-                            packet::validate(&rx, &expect).map(|advert| (rx.src, advert))
-                        })),
-                        Err(e) => Wake::RecvFailed(e),
-                    },
-                    None => std::future::pending().await,
-                }
-            };
-            let changed = async {
-                match link {
-                    Some(link) => link.changed().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = timer => Wake::Timer,
-                wake = packet => wake,
-                () = changed => Wake::Link,
-                _ = tick.tick() => Wake::Tick,
-                command = commands.recv(), if shell.stopping.is_none() => Wake::Command(command),
-            }
-        };
-        let now = Instant::now();
-        match wake {
-            Wake::Timer => {}
-            Wake::Packet(Ok((from, advert))) => {
-                shell.counters.received += 1;
-                shell.learn(from);
-                if advert.priority == 0 {
-                    shell.handover_from = Some((from, now));
-                }
-                shell
-                    .fsm
-                    .advert(now, from, advert.priority, advert.interval());
-            }
-            Wake::Packet(Err(reason)) => shell.dropped(reason),
-            Wake::RecvFailed(e) => {
-                tracing::error!(instance = %shell.inst.name, "receiving VRRP adverts failed: {e}; reopening the socket");
-                shell.last_error = Some(format!("receiving adverts: {e}"));
-                shell.socket = None;
-                shell.socket_for = None;
-                shell.refresh_link().await;
-            }
-            Wake::Link => shell.refresh_link().await,
-            Wake::Tick => shell.tick().await,
-            Wake::Command(command) => shell.obey(command, now),
-        }
+        let wake = shell.wait(until, &mut tick, &mut commands, &mut buf).await;
+        shell.handle(wake).await;
     }
     shell.publish();
     shell.finish(&mut commands, &mut buf).await;
 }
 
 impl<V: VipOps> Shell<V> {
+    /// Sleeps until the state machine's `until`, an advert, a link change, the tick or a
+    /// command from the supervisor.
+    async fn wait(
+        &mut self,
+        until: Option<Instant>,
+        tick: &mut tokio::time::Interval,
+        commands: &mut mpsc::UnboundedReceiver<InstanceCommand>,
+        buf: &mut [u8],
+    ) -> Wake {
+        let expect = Expect {
+            vrid: self.inst.settings.vrid,
+            vip: self.inst.vip,
+            peers: (!self.unicast.is_empty()).then_some(self.unicast.as_slice()),
+        };
+        let socket = self.socket.as_ref();
+        let link = self.link.as_mut();
+        let timer = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let packet = async {
+            match socket {
+                Some(socket) => match socket.recv(buf).await {
+                    Ok(rx) => Wake::Packet(rx.and_then(|rx| {
+                        packet::validate(&rx, &expect).map(|advert| (rx.src, advert))
+                    })),
+                    Err(e) => Wake::RecvFailed(e),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let changed = async {
+            match link {
+                Some(link) => link.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = timer => Wake::Timer,
+            wake = packet => wake,
+            () = changed => Wake::Link,
+            _ = tick.tick() => Wake::Tick,
+            command = commands.recv(), if self.stopping.is_none() => Wake::Command(command),
+        }
+    }
+
+    async fn handle(&mut self, wake: Wake) {
+        let now = Instant::now();
+        match wake {
+            Wake::Timer => {}
+            Wake::Packet(Ok((from, advert))) => {
+                self.counters.received += 1;
+                self.learn(from);
+                if advert.priority == 0 {
+                    self.handover_from = Some((from, now));
+                }
+                self.fsm
+                    .advert(now, from, advert.priority, advert.interval());
+            }
+            Wake::Packet(Err(reason)) => self.dropped(reason),
+            Wake::RecvFailed(e) => {
+                tracing::error!(instance = %self.inst.name, "receiving VRRP adverts failed: {e}; reopening the socket");
+                self.last_error = Some(format!("receiving adverts: {e}"));
+                self.socket = None;
+                self.socket_for = None;
+                self.refresh_link().await;
+            }
+            Wake::Link => self.refresh_link().await,
+            Wake::Tick => self.tick().await,
+            Wake::Command(command) => self.obey(command, now),
+        }
+    }
+
     fn obey(&mut self, command: Option<InstanceCommand>, now: Instant) {
         match command {
             Some(InstanceCommand::Retune { instance, done }) => {
