@@ -8,8 +8,8 @@
 //! only when a session ends by a timeout.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// A local resource that ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +173,24 @@ pub struct LocalEvents {
     pub(crate) splice_pipes_open: AtomicU64,
     pub(crate) admin_open: [AtomicU64; 2],
     pub(crate) admin_timed_out: [AtomicU64; 2],
+    /// One gauge per data-plane worker: relay buffers lent now (see `relay_buffer_gauge`).
+    relay_buffers: Mutex<Vec<Arc<Gauge>>>,
+}
+
+/// A value written by one thread and read by others, alone on its cache line so a worker
+/// updating its own gauge per message never contends with another worker's.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
 }
 
 fn index<T: PartialEq>(all: &[T], item: &T) -> usize {
@@ -239,6 +257,25 @@ impl LocalEvents {
 
     pub fn splice_pipes_open(&self) -> u64 {
         self.splice_pipes_open.load(Relaxed)
+    }
+
+    /// A new gauge for one worker's relay buffers lent, summed by [`Self::relay_buffers_lent`].
+    /// Called once per worker start, never per session.
+    pub fn relay_buffer_gauge(&self) -> Arc<Gauge> {
+        let gauge = Arc::new(Gauge::default());
+        let mut gauges = super::lock(&self.relay_buffers);
+        // Gauges of workers that are gone (only this list holds them) and read 0 go.
+        gauges.retain(|g| Arc::strong_count(g) > 1 || g.get() != 0);
+        gauges.push(Arc::clone(&gauge));
+        gauge
+    }
+
+    /// Relay buffers lent now, over all workers: 0 when no session is mid-write.
+    pub fn relay_buffers_lent(&self) -> u64 {
+        super::lock(&self.relay_buffers)
+            .iter()
+            .map(|g| g.get())
+            .sum()
     }
 }
 

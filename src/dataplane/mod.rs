@@ -9,11 +9,13 @@
 //!   handed to them.
 //! - [`worker`], [`command`], [`signal`]: one runtime per thread and how the control plane
 //!   steers it.
-//! - [`session`], [`connect`], [`relay`], [`pipes`], [`proxy_header`]: one client connection.
+//! - [`session`], [`connect`], [`relay`], [`buffers`], [`pipes`], [`proxy_header`]: one client
+//!   connection.
 //! - [`passive`]: connect failures reported to health.
 //!
 //! [`Dataplane`] is the handle the control plane holds: start, reload, stop.
 
+pub mod buffers;
 pub mod command;
 pub mod connect;
 pub mod driver;

@@ -6,20 +6,34 @@
 //! the session can apply its half-close timeout (`client_fin_timeout`/`server_fin_timeout`). An error on either leg ends the whole relay and names the
 //! leg, so the session can reset the other one (RST propagated as RST).
 //!
-//! Copy first, splice for large flows: small messages are cheapest with one owned buffer
-//! per direction, while a direction that has moved `splice_after` bytes switches to
-//! socket → pipe → socket splice (half the CPU per GiB on bulk; lab notes) when the worker's
-//! pipe pool has a pair to lend, and keeps copying otherwise.
+//! Copy first, splice for large flows: small messages are copied through a buffer lent by
+//! the worker's [`BufferPool`] for one read-then-write only, while a direction that has moved
+//! `splice_after` bytes switches to socket → pipe → socket splice (half the CPU per GiB on
+//! bulk; lab notes) when the worker's pipe pool has a pair to lend, and keeps copying
+//! otherwise.
+//!
+//! # Buffer ownership (issue 11)
+//! A direction waits for its source to be readable holding no buffer (a PollAdd on io_uring,
+//! epoll readiness checked with poll(2) on the legacy driver), then takes a buffer from the
+//! pool, reads with a non-blocking `recv(2)`, writes with non-blocking `send(2)` (waiting
+//! for writability while the peer does not drain, still holding that one buffer: the
+//! direction's backpressure), and drops the buffer back into the pool. The kernel never owns
+//! a buffer across an await: both syscalls are synchronous, so a cancelled relay (session
+//! closed, timed out) drops its buffer like any other value and the only in-flight io_uring
+//! op it leaves is a poll, which monoio cancels. An idle session therefore holds no buffer.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::io::as_fd::{AsReadFd, AsWriteFd};
 use monoio::io::splice::{SpliceDestination, SpliceSource};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
+use monoio::net::TcpStream;
 
+use super::buffers::BufferPool;
 use super::pipes::{PipeLease, PipePool};
 use super::routing::now_ms;
 use super::signal::Signal;
@@ -95,7 +109,8 @@ pub struct RelayEnv<'a> {
     pub pipes: &'a Rc<PipePool>,
     /// Switch a direction to splice after this many bytes; `None` = always copy.
     pub splice_after: Option<u64>,
-    pub buffer_size: usize,
+    /// Copy buffers, lent per read-then-write.
+    pub buffers: &'a Rc<BufferPool>,
     /// `now_ms()` of the last transfer either way, for the idle timeout.
     pub last_activity: &'a Cell<u64>,
     pub stats: &'a BackendStats,
@@ -128,20 +143,18 @@ pub struct Moved {
     pub to_client: u64,
 }
 
+/// A relay leg: one half of a split monoio stream.
+pub type ReadLeg = OwnedReadHalf<TcpStream>;
+pub type WriteLeg = OwnedWriteHalf<TcpStream>;
+
 /// Relays until both directions have seen EOF, or until either fails.
-pub async fn relay<CR, CW, BR, BW>(
-    client_read: &mut CR,
-    client_write: &mut CW,
-    backend_read: &mut BR,
-    backend_write: &mut BW,
+pub async fn relay(
+    client_read: &mut ReadLeg,
+    client_write: &mut WriteLeg,
+    backend_read: &mut ReadLeg,
+    backend_write: &mut WriteLeg,
     env: &RelayEnv<'_>,
-) -> Result<Moved, RelayError>
-where
-    CR: AsyncReadRent + AsReadFd,
-    BR: AsyncReadRent + AsReadFd,
-    CW: AsyncWriteRent + AsWriteFd,
-    BW: AsyncWriteRent + AsWriteFd,
-{
+) -> Result<Moved, RelayError> {
     let upstream = pump(client_read, backend_write, Direction::ToBackend, env);
     let downstream = pump(backend_read, client_write, Direction::ToClient, env);
     let (to_backend, to_client) = futures::future::try_join(upstream, downstream).await?;
@@ -151,43 +164,130 @@ where
     })
 }
 
-async fn pump<R, W>(
-    from: &mut R,
-    to: &mut W,
+/// The stream behind one half, for what monoio offers only on the whole stream: waiting for
+/// readiness (`readable`/`writable`, `&self`) and its descriptor.
+fn stream_of(shared: &Rc<UnsafeCell<TcpStream>>) -> &TcpStream {
+    // SAFETY: monoio's split halves share the stream through this UnsafeCell on a
+    // single-threaded runtime; each half's own ops take `&mut` for the length of an op. What
+    // is done through this shared reference touches no state those ops change: `as_raw_fd`
+    // reads the fd number, and `readable`/`writable` clone the SharedFd's Rc into a poll op
+    // (the same thing monoio's own ops do with the fd). The reference cannot outlive the
+    // half it came from (same lifetime), which owns one of the Rc's strong counts.
+    unsafe { &*shared.get() }
+}
+
+/// `recv(2)` without waiting: `Ok(0)` at EOF, `WouldBlock` when nothing is there.
+fn recv_now(fd: RawFd, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buffer` is a live, exclusively borrowed slice for the whole (synchronous)
+        // call and the kernel writes at most `buffer.len()` bytes into it; `fd` is owned by
+        // the caller's stream, open for the call.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n.unsigned_abs());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// `send(2)` without waiting (and without SIGPIPE): how many bytes the socket took.
+fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `data` is a live slice for the whole (synchronous) call and the kernel
+        // reads at most `data.len()` bytes from it; `fd` is owned by the caller's stream.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n.unsigned_abs());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Writes all of `data` to `to`, waiting for room when the peer does not drain (the buffer
+/// holding `data` stays lent meanwhile: that is the direction's backpressure).
+async fn send_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    let fd = to.as_raw_fd();
+    while !data.is_empty() {
+        match send_now(fd, data) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "send took no bytes",
+                ));
+            }
+            Ok(n) => data = &data[n.min(data.len())..],
+            // Not relaxed: the legacy driver's readiness is not updated by our own syscalls,
+            // so it must look (poll(2)) before trusting a stale "writable".
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => to.writable(false).await?,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+async fn pump(
+    from: &mut ReadLeg,
+    to: &mut WriteLeg,
     direction: Direction,
     env: &RelayEnv<'_>,
-) -> Result<u64, RelayError>
-where
-    R: AsyncReadRent + AsReadFd,
-    W: AsyncWriteRent + AsWriteFd,
-{
-    let mut buffer = Vec::with_capacity(env.buffer_size);
+) -> Result<u64, RelayError> {
+    let source = |error| RelayError {
+        leg: direction.source(),
+        error,
+    };
     let mut total: u64 = 0;
     let mut splice_tried = false;
+    // Whether the last read filled the buffer: more is likely there, so read again before
+    // waiting for readiness.
+    let mut more_likely = false;
     loop {
-        let (result, returned) = from.read(buffer).await;
-        buffer = returned;
-        let n = match result {
+        if !more_likely {
+            // Wait with no buffer held: an idle direction owns no memory. Not relaxed, for
+            // the same reason as in `send_all`.
+            stream_of(&from.0).readable(false).await.map_err(source)?;
+        }
+        let mut buffer = env.buffers.take();
+        let n = match recv_now(stream_of(&from.0).as_raw_fd(), &mut buffer) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(error) => {
-                return Err(RelayError {
-                    leg: direction.source(),
-                    error,
-                });
+            // A spurious wakeup, or the data was shorter than a full buffer after all.
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                more_likely = false;
+                continue;
             }
+            Err(error) => return Err(source(error)),
         };
+        more_likely = n == buffer.len();
         if total == 0 && direction == Direction::ToClient {
             env.stats.first_byte(env.connected_at.elapsed());
         }
-        let (result, returned) = to.write_all(buffer).await;
-        buffer = returned;
-        if let Err(error) = result {
+        if let Err(error) = send_all(stream_of(&to.0), &buffer[..n]).await {
             return Err(RelayError {
                 leg: direction.sink(),
                 error,
             });
         }
+        drop(buffer);
         total += n as u64;
         env.record(direction, n as u64);
         if let Some(threshold) = env.splice_after
@@ -196,7 +296,6 @@ where
         {
             splice_tried = true;
             if let Some(lease) = env.pipes.take() {
-                drop(buffer);
                 return splice_rest(from, to, lease, direction, env, total).await;
             }
         }

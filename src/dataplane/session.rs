@@ -227,7 +227,7 @@ async fn run_session(
     let env = RelayEnv {
         pipes: &worker.pipes,
         splice_after: worker.options.splice_after,
-        buffer_size: worker.options.buffer_size,
+        buffers: &worker.buffers,
         last_activity: &last_activity,
         stats: &stats,
         connected_at: at,

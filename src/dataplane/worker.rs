@@ -16,6 +16,7 @@ use futures::channel::mpsc::UnboundedReceiver;
 use monoio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::buffers::{self, BufferPool};
 use super::command::WorkerCommand;
 use super::listener::is_resource_exhaustion;
 use super::passive::PassiveEvent;
@@ -59,6 +60,8 @@ pub struct Worker {
     pub routing: Arc<Routing>,
     pub options: RelayOptions,
     pub pipes: Rc<PipePool>,
+    /// Copy buffers, lent to a relay direction only while it holds bytes.
+    pub buffers: Rc<BufferPool>,
     passive: UnboundedSender<PassiveEvent>,
     stats: WorkerStats,
     stats_cache: RefCell<StatsCache>,
@@ -308,11 +311,13 @@ pub async fn run(seed: WorkerSeed) {
         mut commands,
     } = seed;
     let pipes = PipePool::new(max_pipes, Arc::clone(stats.events()));
+    let buffers = BufferPool::new(options.buffer_size, buffers::IDLE_KEEP, stats.events());
     let worker = Rc::new(Worker {
         id,
         routing,
         options,
         pipes: Rc::clone(&pipes),
+        buffers,
         passive,
         stats,
         stats_cache: RefCell::new(StatsCache::default()),
