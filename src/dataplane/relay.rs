@@ -36,7 +36,6 @@ use monoio::net::TcpStream;
 use super::buffers::BufferPool;
 use super::pipes::{PipeLease, PipePool};
 use super::routing::now_ms;
-use super::signal::Signal;
 use crate::counters::BackendStats;
 
 /// Bytes moved per splice call: one default pipe's capacity (16 pages).
@@ -70,11 +69,11 @@ impl Direction {
     }
 }
 
-/// Which side finished sending first; the session's timeout watch waits on it.
+/// Which side finished sending first; the worker's timeout sweeper reads it to pick the
+/// session's fin timeout.
 #[derive(Debug, Default)]
 pub struct HalfClose {
     first: Cell<Option<Leg>>,
-    signal: Signal,
 }
 
 impl HalfClose {
@@ -82,18 +81,12 @@ impl HalfClose {
     fn finished(&self, sender: Leg) {
         if self.first.get().is_none() {
             self.first.set(Some(sender));
-            self.signal.fire();
         }
     }
 
     /// The side that finished sending first, if one has.
     pub fn first_to_finish(&self) -> Option<Leg> {
         self.first.get()
-    }
-
-    /// Resolves once one side has finished sending.
-    pub async fn wait(&self) {
-        self.signal.wait().await;
     }
 }
 
@@ -374,5 +367,169 @@ async fn half_close<W: AsyncWriteRent>(to: &mut W, direction: Direction) -> Resu
             leg: direction.sink(),
             error,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use monoio::io::Splitable;
+
+    use super::*;
+    use crate::config::BackendKey;
+    use crate::counters::{Counters, LocalEvents};
+    use crate::dataplane::buffers::BufferPool;
+    use crate::dataplane::driver::{self, DriverChoice};
+
+    /// A connected pair: the std end for the test thread, the monoio end for the relay.
+    fn pair() -> (std::net::TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let outside = std::net::TcpStream::connect(addr).expect("connect");
+        let (inside, _) = listener.accept().expect("accept");
+        inside.set_nonblocking(true).expect("nonblocking");
+        let inside = TcpStream::from_std(inside).expect("register with the runtime");
+        outside
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        (outside, inside)
+    }
+
+    fn drivers() -> Vec<driver::DriverKind> {
+        let mut kinds = Vec::new();
+        if let Ok((kind, None)) = driver::resolve(DriverChoice::Auto) {
+            kinds.push(kind);
+        }
+        kinds.push(driver::DriverKind::Legacy);
+        kinds
+    }
+
+    /// The copy path (`stream_of`, `recv_now`, `send_all`) moves bytes exactly both ways
+    /// through the pool's buffers, half-closes, and returns every buffer; a relay dropped
+    /// while a direction is blocked on a full peer (a buffer lent) gives that buffer back.
+    #[test]
+    fn copy_path_moves_bytes_and_returns_every_buffer() {
+        for kind in drivers() {
+            driver::block_on(kind, || async move {
+                let events = LocalEvents::new();
+                let buffers = BufferPool::new(4096, 4, &events);
+                let pipes = PipePool::new(0, Arc::clone(&events));
+                let counters = Counters::new();
+                let key = BackendKey {
+                    service: "127.0.0.1:1".parse().expect("literal"),
+                    backend: "127.0.0.1:2".parse().expect("literal"),
+                };
+                let stats = counters.worker(0).backend(key);
+                let last_activity = Cell::new(0);
+                let half_close = HalfClose::default();
+                let env = RelayEnv {
+                    pipes: &pipes,
+                    splice_after: None,
+                    buffers: &buffers,
+                    last_activity: &last_activity,
+                    stats: &stats,
+                    connected_at: Instant::now(),
+                    half_close: &half_close,
+                };
+                let (mut client, client_in) = pair();
+                let (mut backend, backend_in) = pair();
+                let (mut cr, mut cw) = client_in.into_split();
+                let (mut br, mut bw) = backend_in.into_split();
+                // 100 kB each way, more than the 4 kB buffer, then FIN both ways.
+                let up: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+                let down: Vec<u8> = up.iter().rev().copied().collect();
+                let (up2, down2) = (up.clone(), down.clone());
+                let outside = std::thread::spawn(move || {
+                    client.write_all(&up2).expect("client sends");
+                    client.shutdown(std::net::Shutdown::Write).expect("fin");
+                    let mut got = Vec::new();
+                    backend.read_to_end(&mut got).ok();
+                    backend.write_all(&down2).expect("backend answers");
+                    backend.shutdown(std::net::Shutdown::Write).expect("fin");
+                    let mut answer = Vec::new();
+                    client.read_to_end(&mut answer).ok();
+                    (got, answer)
+                });
+                let moved = relay(&mut cr, &mut cw, &mut br, &mut bw, &env)
+                    .await
+                    .expect("clean relay");
+                let (got, answer) = outside.join().expect("outside thread");
+                assert_eq!(got, up, "{kind}: bytes to the backend");
+                assert_eq!(answer, down, "{kind}: bytes to the client");
+                assert_eq!(moved.to_backend, 100_000);
+                assert_eq!(buffers.lent(), 0, "{kind}: every buffer back");
+
+                // A client that never reads: the direction toward it blocks holding a buffer;
+                // dropping the relay (a session closed) gives it back.
+                let (client, client_in) = pair();
+                let (mut backend, backend_in) = pair();
+                let (mut cr, mut cw) = client_in.into_split();
+                let (mut br, mut bw) = backend_in.into_split();
+                let flood = std::thread::spawn(move || {
+                    backend
+                        .set_write_timeout(Some(Duration::from_millis(500)))
+                        .expect("timeout");
+                    let chunk = vec![7u8; 64 * 1024];
+                    while backend.write_all(&chunk).is_ok() {}
+                    backend
+                });
+                let blocked = relay(&mut cr, &mut cw, &mut br, &mut bw, &env);
+                let outcome = monoio::select! {
+                    _ = blocked => None,
+                    // Read before select! drops the relay (which returns the buffer).
+                    lent = async {
+                        monoio::time::sleep(Duration::from_millis(1500)).await;
+                        buffers.lent()
+                    } => Some(lent),
+                };
+                assert_eq!(outcome, Some(1), "{kind}: one buffer lent while blocked");
+                assert_eq!(
+                    buffers.lent(),
+                    0,
+                    "{kind}: the cancelled relay gave it back"
+                );
+                drop((client, flood.join()));
+            })
+            .expect("runtime");
+        }
+    }
+
+    /// How much a session's relay state weighs (printed with --nocapture; the idle memory
+    /// budget of issue 11 is 4 kB per connection).
+    #[test]
+    fn relay_future_size() {
+        driver::block_on(driver::DriverKind::Legacy, || async {
+            let events = LocalEvents::new();
+            let buffers = BufferPool::new(16, 1, &events);
+            let pipes = PipePool::new(0, Arc::clone(&events));
+            let counters = Counters::new();
+            let key = BackendKey {
+                service: "127.0.0.1:1".parse().expect("literal"),
+                backend: "127.0.0.1:2".parse().expect("literal"),
+            };
+            let stats = counters.worker(0).backend(key);
+            let (last_activity, half_close) = (Cell::new(0), HalfClose::default());
+            let env = RelayEnv {
+                pipes: &pipes,
+                splice_after: None,
+                buffers: &buffers,
+                last_activity: &last_activity,
+                stats: &stats,
+                connected_at: Instant::now(),
+                half_close: &half_close,
+            };
+            let (_c, client_in) = pair();
+            let (_b, backend_in) = pair();
+            let (mut cr, mut cw) = client_in.into_split();
+            let (mut br, mut bw) = backend_in.into_split();
+            let future = relay(&mut cr, &mut cw, &mut br, &mut bw, &env);
+            let size = std::mem::size_of_val(&future);
+            println!("relay future: {size} bytes");
+            assert!(size < 4096, "relay future {size} bytes");
+        })
+        .expect("runtime");
     }
 }

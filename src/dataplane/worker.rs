@@ -21,11 +21,12 @@ use super::command::WorkerCommand;
 use super::listener::is_resource_exhaustion;
 use super::passive::PassiveEvent;
 use super::pipes::PipePool;
+use super::relay::{HalfClose, Leg};
 use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
 use super::session;
 use super::signal::Signal;
-use crate::config::BackendKey;
-use crate::counters::events::{During, Exhausted, LocalEvents};
+use crate::config::{BackendKey, Service};
+use crate::counters::events::{During, Exhausted, LocalEvents, SessionTimeout};
 use crate::counters::{BackendStats, ServiceStats, WorkerStats};
 
 /// How long accepting pauses when the process or system is out of descriptors or memory:
@@ -65,7 +66,7 @@ pub struct Worker {
     passive: UnboundedSender<PassiveEvent>,
     stats: WorkerStats,
     stats_cache: RefCell<StatsCache>,
-    sessions: RefCell<HashMap<u64, (BackendKey, Rc<Signal>)>>,
+    sessions: RefCell<HashMap<u64, Rc<SessionWatch>>>,
     next_session: Cell<u64>,
     listeners: RefCell<HashMap<SocketAddr, Rc<Signal>>>,
     /// Sessions alive across all workers, for the drain at shutdown.
@@ -86,11 +87,62 @@ pub struct WorkerSeed {
     pub commands: UnboundedReceiver<WorkerCommand>,
 }
 
+/// Timeouts are checked by one sweep per worker this often, not by a timer per session (a
+/// monoio `Sleep` alone is 640 bytes, and every idle session held one): a session times out
+/// at most this much after its limit, never before.
+pub const TIMEOUT_SWEEP: Duration = Duration::from_millis(100);
+
+/// What the worker knows of one live session: how to close it, and what its timeouts need.
+#[derive(Debug)]
+pub struct SessionWatch {
+    pub key: BackendKey,
+    /// Fired to end the session: its backend went down, the data plane is stopping, or a
+    /// timeout expired (then `timed_out` says which).
+    pub close: Signal,
+    /// `now_ms()` of the last transfer either way (or of the FIN passed on).
+    pub last_activity: Cell<u64>,
+    pub half_close: HalfClose,
+    pub timed_out: Cell<Option<SessionTimeout>>,
+    idle_ms: u64,
+    client_fin_ms: u64,
+    server_fin_ms: u64,
+}
+
+impl SessionWatch {
+    fn new(key: BackendKey, service: &Service) -> SessionWatch {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        SessionWatch {
+            key,
+            close: Signal::default(),
+            last_activity: Cell::new(now_ms()),
+            half_close: HalfClose::default(),
+            timed_out: Cell::new(None),
+            idle_ms: millis(service.idle_timeout),
+            client_fin_ms: millis(service.client_fin_timeout.min(service.idle_timeout)),
+            server_fin_ms: millis(service.server_fin_timeout.min(service.idle_timeout)),
+        }
+    }
+
+    /// The timer that has expired at `now`: `idle_timeout` while both sides send, or once
+    /// one side has finished, the fin timeout of the side still expected to send (HAProxy's
+    /// `timeout client-fin` / `server-fin`), whichever is shorter. Inactivity counts from the
+    /// last byte either way, or from the FIN if that came later.
+    pub fn expired(&self, now: u64) -> Option<SessionTimeout> {
+        let (limit, timer) = match self.half_close.first_to_finish() {
+            None => (self.idle_ms, SessionTimeout::Idle),
+            // The client has finished: the backend is expected to answer.
+            Some(Leg::Client) => (self.server_fin_ms, SessionTimeout::ServerFin),
+            Some(Leg::Backend) => (self.client_fin_ms, SessionTimeout::ClientFin),
+        };
+        (now.saturating_sub(self.last_activity.get()) >= limit).then_some(timer)
+    }
+}
+
 /// Unregisters a session from its worker when it ends.
 pub struct SessionRegistration {
     worker: Rc<Worker>,
     id: u64,
-    pub signal: Rc<Signal>,
+    pub watch: Rc<SessionWatch>,
 }
 
 impl Drop for SessionRegistration {
@@ -127,17 +179,32 @@ impl Worker {
         self.stats.events()
     }
 
-    pub fn register_session(self: &Rc<Self>, key: BackendKey) -> SessionRegistration {
+    pub fn register_session(
+        self: &Rc<Self>,
+        key: BackendKey,
+        service: &Service,
+    ) -> SessionRegistration {
         let id = self.next_session.get();
         self.next_session.set(id + 1);
-        let signal = Rc::new(Signal::default());
-        self.sessions
-            .borrow_mut()
-            .insert(id, (key, Rc::clone(&signal)));
+        let watch = Rc::new(SessionWatch::new(key, service));
+        self.sessions.borrow_mut().insert(id, Rc::clone(&watch));
         SessionRegistration {
             worker: Rc::clone(self),
             id,
-            signal,
+            watch,
+        }
+    }
+
+    /// Closes every session whose timeout has expired at `now`.
+    fn close_expired(&self, now: u64) {
+        for watch in self.sessions.borrow().values() {
+            if watch.timed_out.get().is_some() {
+                continue;
+            }
+            if let Some(timer) = watch.expired(now) {
+                watch.timed_out.set(Some(timer));
+                watch.close.fire();
+            }
         }
     }
 
@@ -196,9 +263,9 @@ impl Worker {
     fn close_sessions(&self, matching: impl Fn(&BackendKey) -> bool) -> usize {
         let sessions = self.sessions.borrow();
         let mut closed = 0;
-        for (key, signal) in sessions.values() {
-            if matching(key) {
-                signal.fire();
+        for watch in sessions.values() {
+            if matching(&watch.key) {
+                watch.close.fire();
                 closed += 1;
             }
         }
@@ -287,6 +354,16 @@ async fn sweep_idle_pipes(pipes: Rc<PipePool>, stop: Rc<Signal>) {
     }
 }
 
+/// Sweeps the worker's sessions for expired timeouts every [`TIMEOUT_SWEEP`] until `stop`.
+async fn sweep_timeouts(worker: Rc<Worker>, stop: Rc<Signal>) {
+    loop {
+        monoio::select! {
+            _ = stop.wait() => return,
+            _ = monoio::time::sleep(TIMEOUT_SWEEP) => worker.close_expired(now_ms()),
+        }
+    }
+}
+
 /// Fires its signal when dropped: a task tied to a scope ends with it.
 struct FireOnDrop(Rc<Signal>);
 
@@ -332,6 +409,7 @@ pub async fn run(seed: WorkerSeed) {
     }
     let sweeper = Rc::new(Signal::default());
     monoio::spawn(sweep_idle_pipes(pipes, Rc::clone(&sweeper)));
+    monoio::spawn(sweep_timeouts(Rc::clone(&worker), Rc::clone(&sweeper)));
     let _stop_sweeper = FireOnDrop(sweeper);
     while let Some(command) = commands.next().await {
         match command {
