@@ -1,0 +1,430 @@
+//! The tokio task of one BGP-mode instance: keeps the VIP on `lo`, puts the VIP's route in
+//! its kernel table while [`Gate`] says so, reads BIRD for the status, and obeys the
+//! supervisor's commands.
+//!
+//! # Stop, as this task runs it
+//! Withdraw first: the route leaves the table, BIRD sends the withdrawal, and the task
+//! watches BIRD until it no longer carries the route (bounded by `withdraw_wait` and the
+//! drain deadline). Only then does it report "handed over", after which the process closes
+//! its listeners and drains: the router stopped sending new flows here before the
+//! listeners closed, so no new connection is refused. The VIP stays on `lo` until the
+//! drain ends, so established sessions finish here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use super::bird::{Bird, BirdState};
+use super::gate::{Gate, Reason};
+use super::route::RouteOps;
+use crate::config::plan::{BgpPlan, Instance};
+use crate::ha::arp_quiet::ArpQuiet;
+use crate::ha::driver::{InstanceCommand, InstanceTask, Stopping, wait_for_drain};
+use crate::ha::status::{Alarm, BgpView, HaFailure, HaObserver, Report, StatusReporter, VipRole};
+use crate::ha::vip::VipOps;
+
+/// Health is re-read at least this often even without a change signal.
+const TICK: Duration = Duration::from_millis(250);
+/// BIRD is read this often for the status (and the route re-asserted in the table).
+const BIRD_POLL: Duration = Duration::from_secs(1);
+/// While waiting for BIRD to drop the route at stop.
+const WITHDRAW_POLL: Duration = Duration::from_millis(20);
+/// Tries of a route removal at stop, [`TICK`] apart.
+const STOP_ATTEMPTS: u32 = 20;
+
+/// What the BGP task needs besides the common [`InstanceTask`].
+pub struct BgpTask<R: RouteOps> {
+    pub plan: BgpPlan,
+    pub route: R,
+    pub observer: Arc<dyn HaObserver>,
+    pub identity: String,
+}
+
+struct Bgp<V: VipOps, R: RouteOps> {
+    name: String,
+    instance: Instance,
+    plan: BgpPlan,
+    vip: V,
+    route: R,
+    bird: Bird,
+    observer: Arc<dyn HaObserver>,
+    identity: String,
+    status: StatusReporter,
+    alarm: Alarm,
+    gate: Gate,
+    /// The route is in the table (as far as the last netlink answer says).
+    installed: bool,
+    /// The VIP is on `lo`.
+    on_lo: bool,
+    quiet: Option<ArpQuiet>,
+    reason: Reason,
+    last_error: Option<String>,
+    bird_state: Option<BirdState>,
+    bird_error: Option<String>,
+    since: SystemTime,
+    changes: u64,
+    last_view: Option<BgpView>,
+}
+
+/// BGP mode: announce while able to serve (module doc).
+pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask<R>) {
+    let InstanceTask {
+        instance,
+        keeper,
+        status,
+        mut commands,
+        ..
+    } = task;
+    let alarm = status.alarm();
+    let now = Instant::now();
+    let mut me = Bgp {
+        name: instance.name.clone(),
+        bird: Bird::new(&bgp.plan.bird_socket),
+        gate: Gate::new(bgp.plan.hold_down),
+        plan: bgp.plan,
+        instance,
+        vip: keeper.into_vip(),
+        route: bgp.route,
+        observer: bgp.observer,
+        identity: bgp.identity,
+        status,
+        alarm,
+        installed: false,
+        on_lo: false,
+        quiet: None,
+        reason: Reason::NoQuorum,
+        last_error: None,
+        bird_state: None,
+        bird_error: None,
+        since: SystemTime::now(),
+        changes: 0,
+        last_view: None,
+    };
+    me.start().await;
+    let mut changes = me.observer.health_changes();
+    let mut next_bird = now;
+    let stopping = loop {
+        me.step(Instant::now()).await;
+        if Instant::now() >= next_bird {
+            me.poll_bird().await;
+            next_bird = Instant::now() + BIRD_POLL;
+        }
+        me.publish();
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = health_changed(&mut changes) => {}
+            command = commands.recv() => match command {
+                Some(InstanceCommand::Retune { instance, done }) => {
+                    me.retune(*instance);
+                    // The supervisor may have stopped waiting.
+                    let _ = done.send(());
+                }
+                Some(InstanceCommand::FinishDrain) => {}
+                other => {
+                    if let Some(stopping) = Stopping::from(other, Instant::now(), Duration::ZERO) {
+                        break stopping;
+                    }
+                }
+            },
+        }
+    };
+    me.stop(stopping, &mut commands).await;
+}
+
+/// Resolves when health reported something new; never, without a signal.
+async fn health_changed(changes: &mut Option<watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The sender is gone (process stopping): polling alone from now on.
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+impl<V: VipOps, R: RouteOps> Bgp<V, R> {
+    /// The VIP leaves its interface (a lease or VRRP run before may have left it there) and
+    /// goes on `lo`, where the host serves it without answering ARP/ND on the link.
+    async fn start(&mut self) {
+        match self.vip.remove().await {
+            Ok(true) => tracing::warn!(
+                instance = %self.name, vip = %self.vip.addr(), interface = %self.vip.interface(),
+                "removed the VIP from its interface: in BGP mode it lives on lo"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                self.alarm.raise(HaFailure::VipRemove);
+                tracing::error!(instance = %self.name, "checking the interface for the VIP: {e}");
+            }
+        }
+        tracing::info!(
+            instance = %self.name, vip = %self.instance.vip, table = self.plan.table,
+            bird = %self.plan.bird_socket.display(), hold_down = ?self.plan.hold_down,
+            "BGP mode: the VIP goes on lo; its route is announced through BIRD while every service has quorum"
+        );
+        self.ensure_on_lo().await;
+    }
+
+    async fn ensure_on_lo(&mut self) {
+        if self.quiet.is_none() && self.vip.addr().is_ipv4() {
+            // Linux answers ARP on any interface for an address on lo unless told not to; the
+            // router reaches the VIP through the BGP next hop, never by ARP for the VIP.
+            match ArpQuiet::engage(self.vip.interface()) {
+                Ok(quiet) => self.quiet = Some(quiet),
+                Err(e) => tracing::warn!(instance = %self.name,
+                    "the link may answer ARP for the VIP on lo: {e}"),
+            }
+        }
+        match self.vip.park().await {
+            Ok(()) => {
+                if !self.on_lo {
+                    tracing::info!(instance = %self.name, vip = %self.vip.addr(), "VIP on lo");
+                }
+                self.on_lo = true;
+            }
+            Err(e) => {
+                if self.on_lo || self.last_error.is_none() {
+                    tracing::error!(instance = %self.name, "putting the VIP on lo failed: {e}");
+                }
+                self.alarm.raise(HaFailure::VipAdd);
+                self.on_lo = false;
+                self.last_error = Some(format!("cannot put the VIP on lo: {e}"));
+            }
+        }
+    }
+
+    fn retune(&mut self, instance: Instance) {
+        if let crate::config::LockPlan::Bgp(plan) = &instance.lock {
+            self.gate.set_hold_down(plan.hold_down);
+            if plan.bird_socket != self.plan.bird_socket {
+                self.bird = Bird::new(&plan.bird_socket);
+            }
+            self.plan = plan.clone();
+        }
+        tracing::info!(instance = %self.name, hold_down = ?self.plan.hold_down, "BGP settings retuned");
+        self.instance = instance;
+    }
+
+    /// Health → gate → route.
+    async fn step(&mut self, now: Instant) {
+        let quorum = self.observer.instance_quorum(&self.name);
+        // Without the VIP on lo this host cannot serve it: nothing to announce.
+        let quorum = if self.on_lo { quorum } else { Some(false) };
+        let verdict = self.gate.update(now, quorum);
+        if verdict.reason != self.reason {
+            match verdict.reason {
+                Reason::NoQuorum => tracing::warn!(instance = %self.name,
+                    "a service has no quorum: withdrawing the VIP's route"),
+                Reason::HoldDown { .. } => tracing::info!(instance = %self.name,
+                    hold_down = ?self.plan.hold_down, "quorum is back: announcing after the hold-down"),
+                Reason::Serving | Reason::Stopping => {}
+            }
+        }
+        self.reason = verdict.reason;
+        if verdict.announce && !self.installed {
+            self.announce().await;
+        } else if !verdict.announce && self.installed {
+            self.withdraw().await;
+        }
+    }
+
+    async fn announce(&mut self) {
+        match self.route.announce().await {
+            Ok(()) => {
+                self.installed = true;
+                self.changed();
+                self.last_error = None;
+                tracing::info!(instance = %self.name, vip = %self.instance.vip,
+                    table = self.plan.table, "route announced");
+            }
+            Err(e) => {
+                self.alarm.raise(HaFailure::RouteAdd);
+                tracing::error!(instance = %self.name, "announcing the VIP's route failed: {e}");
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn withdraw(&mut self) -> bool {
+        match self.route.withdraw().await {
+            Ok(_) => {
+                self.installed = false;
+                self.changed();
+                self.last_error = None;
+                tracing::info!(instance = %self.name, vip = %self.instance.vip,
+                    table = self.plan.table, "route withdrawn");
+                true
+            }
+            Err(e) => {
+                self.alarm.raise(HaFailure::RouteRemove);
+                tracing::error!(instance = %self.name, "withdrawing the VIP's route failed: {e}");
+                self.last_error = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    fn changed(&mut self) {
+        self.since = SystemTime::now();
+        self.changes += 1;
+    }
+
+    /// Reads BIRD for the status; re-asserts the VIP on lo and an announced route (someone
+    /// may have flushed them).
+    async fn poll_bird(&mut self) {
+        self.ensure_on_lo().await;
+        if self.installed
+            && let Err(e) = self.route.announce().await
+        {
+            self.alarm.raise(HaFailure::RouteAdd);
+            tracing::warn!(instance = %self.name, "re-asserting the VIP's route failed: {e}");
+        }
+        match self
+            .bird
+            .read(self.instance.vip, &self.plan.protocols)
+            .await
+        {
+            Ok(state) => {
+                if self.bird_error.take().is_some() || self.bird_state.is_none() {
+                    tracing::info!(instance = %self.name, daemon = %state.greeting,
+                        sessions = state.sessions.len(), "routing daemon answers");
+                }
+                self.bird_state = Some(state);
+            }
+            Err(e) => {
+                self.alarm.raise(HaFailure::Daemon);
+                let text = e.to_string();
+                if self.bird_error.as_deref() != Some(text.as_str()) {
+                    tracing::error!(instance = %self.name,
+                        "routing daemon unreachable (the route stays in its table for when it is back): {text}");
+                }
+                self.bird_error = Some(text);
+                self.bird_state = None;
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let (role, holder) = match (self.installed, &self.last_error) {
+            (true, _) => (VipRole::Master, Some(self.identity.clone())),
+            (false, Some(_)) => (VipRole::Fault, None),
+            (false, None) => (VipRole::Backup, None),
+        };
+        self.status.publish(
+            role,
+            Report {
+                holder,
+                endpoint: Some(format!("bird {}", self.bird.socket().display())),
+                last_error: self.last_error.clone(),
+                removal_pending: false,
+            },
+        );
+        let view = BgpView {
+            table: self.plan.table,
+            announced: self.installed,
+            reason: self.reason.describe(Instant::now()),
+            since: self.since,
+            changes: self.changes,
+            daemon: self.bird_state.as_ref().map(|s| s.greeting.clone()),
+            daemon_error: self.bird_error.clone(),
+            in_daemon: self.bird_state.as_ref().map(|s| s.has_route),
+            sessions: self
+                .bird_state
+                .as_ref()
+                .map(|s| s.sessions.clone())
+                .unwrap_or_default(),
+        };
+        // The hold-down countdown changes every tick; only its start is news.
+        let mut comparable = view.clone();
+        if let Some(last) = &self.last_view
+            && matches!(self.reason, Reason::HoldDown { .. })
+        {
+            comparable.reason.clone_from(&last.reason);
+        }
+        if self.last_view.as_ref() != Some(&comparable) {
+            self.observer.bgp_state(&self.name, view.clone());
+            self.last_view = Some(view);
+        }
+    }
+
+    async fn stop(
+        mut self,
+        mut stopping: Stopping,
+        commands: &mut mpsc::UnboundedReceiver<InstanceCommand>,
+    ) {
+        let started = Instant::now();
+        self.gate.stop();
+        self.reason = Reason::Stopping;
+        for attempt in 1..=STOP_ATTEMPTS {
+            // Even when not installed as far as we know: a failed add may have landed.
+            if self.withdraw().await {
+                break;
+            }
+            if attempt == STOP_ATTEMPTS {
+                tracing::error!(instance = %self.name,
+                    "giving up: the VIP's route could not be removed and BIRD may keep announcing it");
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        self.publish();
+        let mut bound = started + self.plan.withdraw_wait;
+        if let Some(until) = stopping.drain_until {
+            bound = bound.min(until);
+        }
+        self.await_bird_withdrawal(started, bound).await;
+        let parked = stopping.drain_until.is_some() && self.on_lo;
+        stopping.handed_over(parked);
+        if let Some(until) = stopping.drain_until {
+            wait_for_drain(commands, until).await;
+        }
+        for attempt in 1..=STOP_ATTEMPTS {
+            match self.vip.unpark().await {
+                Ok(_) => {
+                    tracing::info!(instance = %self.name, vip = %self.vip.addr(), "VIP removed from lo");
+                    break;
+                }
+                Err(e) => {
+                    self.alarm.raise(HaFailure::VipRemove);
+                    tracing::error!(instance = %self.name, attempt, "removing the VIP from lo failed: {e}");
+                }
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        if let Some(quiet) = self.quiet.take() {
+            quiet.release();
+        }
+        self.status.publish(VipRole::Backup, Report::default());
+    }
+
+    /// Until BIRD no longer carries the route (so its withdrawal is on the wire), or `bound`.
+    async fn await_bird_withdrawal(&mut self, started: Instant, bound: Instant) {
+        loop {
+            match self.bird.has_route(self.instance.vip).await {
+                Ok(false) => {
+                    tracing::info!(instance = %self.name, after = ?started.elapsed(),
+                        "BIRD no longer carries the VIP's route: withdrawn from the peers");
+                    return;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    // Nothing to wait for: a daemon that cannot be asked is not announcing
+                    // anything new, and its sessions go down with it.
+                    self.alarm.raise(HaFailure::Daemon);
+                    tracing::warn!(instance = %self.name,
+                        "cannot confirm the withdrawal with the routing daemon: {e}");
+                    return;
+                }
+            }
+            if Instant::now() >= bound {
+                tracing::warn!(instance = %self.name, after = ?started.elapsed(),
+                    "BIRD still carries the VIP's route; draining anyway");
+                return;
+            }
+            tokio::time::sleep(WITHDRAW_POLL).await;
+        }
+    }
+}
