@@ -497,11 +497,15 @@ fn bgp_block_selects_bgp_mode_with_its_keys_and_defaults() {
         }
         other => panic!("BGP expected, got {other:?}"),
     }
-    assert_eq!(plan.instances[2].lock, LockPlan::None, "no bgp block: the seed's meaning");
+    assert_eq!(
+        plan.instances[2].lock,
+        LockPlan::None,
+        "no bgp block: the seed's meaning"
+    );
     let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.headline()).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].ends_with("bgp.yaml:9:17: warning: `priority` has no effect: VRRP runs only with a `peer` list and no lock, and this VIP is held by every healthy host over BGP (`bgp`)"),
+        warnings[0].ends_with("bgp.yaml:10:17: warning: `priority` has no effect: VRRP runs only with a `peer` list and no lock, and this VIP is held by every healthy host over BGP (`bgp`)"),
         "{warnings:?}"
     );
     let text = config::summary::render(plan, loaded.warnings.len());

@@ -339,7 +339,6 @@ fn bgp_plan(inst: &RawInstance, bgp: &RawBgp, diags: &mut Diags<'_>) -> Option<B
     let conflicts = [
         ("kube_lock", inst.kube_lock.as_ref().map(|k| k.pos)),
         ("etcd_lock", inst.etcd_lock.as_ref().map(|e| e.pos)),
-        ("peer", inst.peers_pos),
     ];
     for (key, pos) in conflicts {
         if let Some(pos) = pos {
@@ -348,7 +347,7 @@ fn bgp_plan(inst: &RawInstance, bgp: &RawBgp, diags: &mut Diags<'_>) -> Option<B
                 format!(
                     "`{key}` and `bgp` both decide who holds this VIP: with bgp every healthy host announces it"
                 ),
-                "either `bgp` (active-active over ECMP) or a lease / VRRP peers (one host at a time)",
+                "either `bgp` (active-active over ECMP) or a lease (one host at a time)",
             );
             ok = false;
         }

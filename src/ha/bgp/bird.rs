@@ -155,10 +155,15 @@ impl Connection {
     async fn has_route(&mut self, vip: IpAddr) -> Result<bool, BirdError> {
         let prefix = if vip.is_ipv4() { 32 } else { 128 };
         // `table all`: whichever table the operator's kernel protocol imports into.
-        let lines = self
+        match self
             .query(&format!("show route {vip}/{prefix} table all"))
-            .await?;
-        Ok(lines.iter().any(|l| l.code == 1007))
+            .await
+        {
+            Ok(lines) => Ok(lines.iter().any(|l| l.code == 1007)),
+            // "8001 Network not found": no table has it.
+            Err(BirdError::Refused { code: 8001, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Lines up to and including the last one (code followed by a space).

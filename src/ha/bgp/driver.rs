@@ -13,14 +13,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::bird::{Bird, BirdState};
 use super::gate::{Gate, Reason};
+use super::note::{self, Note, Received};
 use super::route::RouteOps;
+use super::track;
 use crate::config::plan::{BgpPlan, Instance};
 use crate::ha::arp_quiet::ArpQuiet;
 use crate::ha::driver::{InstanceCommand, InstanceTask, Stopping, wait_for_drain};
+use crate::ha::forward::{Forwarder, Forwarding};
 use crate::ha::status::{Alarm, BgpView, HaFailure, HaObserver, Report, StatusReporter, VipRole};
 use crate::ha::vip::VipOps;
 
@@ -52,12 +55,15 @@ struct Bgp<V: VipOps, R: RouteOps> {
     identity: String,
     status: StatusReporter,
     alarm: Alarm,
+    forwarder: Arc<Forwarder>,
     gate: Gate,
     /// The route is in the table (as far as the last netlink answer says).
     installed: bool,
     /// The VIP is on `lo`.
     on_lo: bool,
     quiet: Option<ArpQuiet>,
+    /// Conntrack is kept on for the drain notes ([`track`]).
+    tracking: bool,
     reason: Reason,
     last_error: Option<String>,
     bird_state: Option<BirdState>,
@@ -73,8 +79,8 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
         instance,
         keeper,
         status,
+        forwarder,
         mut commands,
-        ..
     } = task;
     let alarm = status.alarm();
     let now = Instant::now();
@@ -90,9 +96,11 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
         identity: bgp.identity,
         status,
         alarm,
+        forwarder,
         installed: false,
         on_lo: false,
         quiet: None,
+        tracking: false,
         reason: Reason::NoQuorum,
         last_error: None,
         bird_state: None,
@@ -103,6 +111,8 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
     };
     me.start().await;
     let mut changes = me.observer.health_changes();
+    // Only hosts told about their peers hear (and act on) their drain notes.
+    let mut notes = (!me.instance.peers.is_empty()).then(note::subscribe);
     let mut next_bird = now;
     let stopping = loop {
         me.step(Instant::now()).await;
@@ -114,6 +124,7 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
             () = health_changed(&mut changes) => {}
+            received = next_note(&mut notes) => me.on_note(received).await,
             command = commands.recv() => match command {
                 Some(InstanceCommand::Retune { instance, done }) => {
                     me.retune(*instance);
@@ -130,6 +141,22 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
         }
     };
     me.stop(stopping, &mut commands).await;
+}
+
+/// The next drain note from the process's listener; never, without a subscription.
+async fn next_note(notes: &mut Option<broadcast::Receiver<Received>>) -> Received {
+    loop {
+        match notes {
+            Some(rx) => match rx.recv().await {
+                Ok(received) => return received,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "drain notes arrived faster than handled");
+                }
+                Err(broadcast::error::RecvError::Closed) => *notes = None,
+            },
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// Resolves when health reported something new; never, without a signal.
@@ -166,6 +193,18 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
             bird = %self.plan.bird_socket.display(), hold_down = ?self.plan.hold_down,
             "BGP mode: the VIP goes on lo; its route is announced through BIRD while every service has quorum"
         );
+        if !self.instance.peers.is_empty() {
+            match track::engage().await {
+                Ok(()) => self.tracking = true,
+                Err(e) => {
+                    self.alarm.raise(HaFailure::Forward);
+                    tracing::error!(instance = %self.name,
+                        "cannot keep conntrack on: a peer's drain could take this host's own sessions for its own: {e}");
+                    // Counted once; the claim is still ours to give back.
+                    self.tracking = true;
+                }
+            }
+        }
         self.ensure_on_lo().await;
     }
 
@@ -207,6 +246,58 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
         }
         tracing::info!(instance = %self.name, hold_down = ?self.plan.hold_down, "BGP settings retuned");
         self.instance = instance;
+    }
+
+    /// A peer is about to withdraw its route: the flows the router moves here from it are
+    /// sent on to it until its drain ends ([`super::note`]).
+    async fn on_note(&mut self, received: Received) {
+        let from = received.from.ip();
+        if received.note.vip != self.instance.vip {
+            return;
+        }
+        if !self.instance.peers.contains(&from) {
+            tracing::warn!(instance = %self.name, %from, "ignoring a drain note from an address not in `peer`");
+            return;
+        }
+        let forwarding = Forwarding {
+            vip: self.instance.vip,
+            to: from,
+            interface: self.instance.interface.clone(),
+            until: tokio::time::Instant::now()
+                + Duration::from_secs(u64::from(received.note.seconds)),
+        };
+        tracing::info!(instance = %self.name, peer = %from, seconds = received.note.seconds,
+            "peer drains: forwarding its sessions' packets to it");
+        match self.forwarder.install(&self.name, forwarding).await {
+            Ok(()) => note::acknowledge(&received).await,
+            Err(e) => {
+                self.alarm.raise(HaFailure::Forward);
+                tracing::error!(instance = %self.name,
+                    "cannot forward a draining peer's sessions (they will be reset): {e}");
+            }
+        }
+    }
+
+    /// Before withdrawing: every peer forwards our sessions back to us until the drain ends.
+    async fn tell_peers(&self, drain_until: Instant) {
+        if self.instance.peers.is_empty() {
+            return;
+        }
+        let left = drain_until.saturating_duration_since(Instant::now());
+        let note = Note {
+            vip: self.instance.vip,
+            seconds: u32::try_from(left.as_secs() + 1).unwrap_or(note::MAX_NOTE_SECS),
+        };
+        let started = Instant::now();
+        let missing = note::announce_drain(note, &self.instance.peers).await;
+        if missing.is_empty() {
+            tracing::info!(instance = %self.name, after = ?started.elapsed(),
+                "every peer forwards our sessions to us while we drain");
+        } else {
+            self.alarm.raise(HaFailure::Forward);
+            tracing::warn!(instance = %self.name, ?missing,
+                "peers did not acknowledge the drain note: sessions the router moves to them will be reset");
+        }
     }
 
     /// Health → gate → route.
@@ -357,6 +448,9 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
         commands: &mut mpsc::UnboundedReceiver<InstanceCommand>,
     ) {
         let started = Instant::now();
+        if let Some(until) = stopping.drain_until {
+            self.tell_peers(until).await;
+        }
         self.gate.stop();
         self.reason = Reason::Stopping;
         for attempt in 1..=STOP_ATTEMPTS {
@@ -396,6 +490,15 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
         }
         if let Some(quiet) = self.quiet.take() {
             quiet.release();
+        }
+        if let Err(e) = self.forwarder.remove(&self.name).await {
+            self.alarm.raise(HaFailure::Forward);
+            tracing::error!(instance = %self.name, "ending the forwarding for a peer: {e}");
+        }
+        if self.tracking
+            && let Err(e) = track::release().await
+        {
+            tracing::warn!(instance = %self.name, "removing the conntrack table: {e}");
         }
         self.status.publish(VipRole::Backup, Report::default());
     }
