@@ -99,9 +99,10 @@ protocol bgp up6 {{ local {v6} as 65001; neighbor 2001:db8::1 as 65000; ipv6 {{ 
 }
 
 struct Bird {
-    /// Kept for its drop: the daemon dies with the test.
-    _guard: ChildGuard,
+    /// The daemon dies with the test.
+    guard: ChildGuard,
     socket: PathBuf,
+    conf: String,
 }
 
 fn start_bird(host: &Host, dir: &Path, conf: &str) -> Bird {
@@ -120,8 +121,9 @@ fn start_bird(host: &Host, dir: &Path, conf: &str) -> Bird {
         ],
     );
     let bird = Bird {
-        _guard: guard,
+        guard,
         socket,
+        conf: conf.to_owned(),
     };
     wait::until_or_panic(Duration::from_secs(10), "bird control socket", || {
         birdc(&bird.socket, "show status").contains("Daemon is up")
@@ -455,6 +457,19 @@ fn active_active_over_bgp_ecmp(family: &'static Family) {
         counted.iter().all(|&c| c >= 30),
         "ECMP did not spread the connections over every host: {counted:?}"
     );
+    // `check --online` on lb1's file: BIRD answers, both sessions established.
+    let online = Command::new(env!("CARGO_BIN_EXE_alive-proxy"))
+        .args(["check", "--online", "--config"])
+        .arg(site.dir.path().join("lb1.yaml"))
+        .output()
+        .expect("run alive-proxy check --online");
+    let online_text = String::from_utf8_lossy(&online.stdout);
+    assert!(
+        online.status.success() && online_text.contains("session up4: up Established"),
+        "check --online on lb1: {}\n{online_text}{}",
+        online.status,
+        String::from_utf8_lossy(&online.stderr)
+    );
     // lb1's own stats show the route announced and both sessions up (BIRD is read once a
     // second, so allow a few).
     let mut bgp = None;
@@ -612,6 +627,40 @@ fn active_active_over_bgp_ecmp(family: &'static Family) {
         probes.iter().filter(|(_, r)| r.is_err()).count(),
         longest_wait.as_secs_f64(),
         last_failure,
+    );
+    // 6. lb1's BIRD restarts: alive-proxy counts the outage and BIRD, back, re-learns the
+    // route from the kernel table by itself.
+    let lb1 = &mut site.lbs[0];
+    lb1.bird.guard.kill_group();
+    await_next_hops(&site, family, &[], Duration::from_secs(10));
+    // Down long enough for alive-proxy's once-a-second read to find it gone.
+    std::thread::sleep(Duration::from_millis(2500));
+    let restarted = Instant::now();
+    let conf = site.lbs[0].bird.conf.clone();
+    site.lbs[0].bird = start_bird(&site.lbs[0].host, site.dir.path(), &conf);
+    let reannounced = await_next_hops(&site, family, &[family.lbs[0]], Duration::from_secs(15));
+    let daemon_failures: u64 = site.lbs[0]
+        .snapshot()
+        .map(|s| {
+            s.ha_failures
+                .iter()
+                .filter(|f| f.kind == "daemon")
+                .map(|f| f.count)
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        daemon_failures > 0,
+        "lb1 did not count its routing daemon's outage\n{}",
+        site.logs()
+    );
+    println!(
+        "{}: lb1's BIRD killed and restarted → the router has lb1 again {:.2} s after the \
+         restart (BIRD re-learned table 161; {daemon_failures} daemon failures counted)",
+        family.name,
+        reannounced
+            .as_secs_f64()
+            .max(restarted.elapsed().as_secs_f64()),
     );
     drop(site);
 }

@@ -5,7 +5,8 @@
 //! - [`gate`]: when to announce (quorum, hold-down, stopping). Pure.
 //! - [`route`]: the one thing written: the VIP's /32 or /128 blackhole route in a kernel
 //!   table of alive-proxy's own, which BIRD's `kernel` protocol learns and exports.
-//! - [`bird`]: BIRD's control socket, read-only, for sessions and the route's presence.
+//! - [`bird`]: BIRD's control socket, read-only, for sessions and the route's presence;
+//!   [`online`]: the same for `check --online`.
 //! - [`note`]: the drain note that makes the peers send a stopping host's sessions back to
 //!   it after the router rehashed them (second chance).
 //! - [`track`]: conntrack kept on while peers may send drain notes, so this host's own
@@ -19,6 +20,7 @@ pub mod bird;
 pub mod driver;
 pub mod gate;
 pub mod note;
+pub mod online;
 pub mod route;
 pub mod track;
 
