@@ -128,6 +128,13 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
             command = commands.recv() => match command {
                 Some(InstanceCommand::Retune { instance, done }) => {
                     me.retune(*instance);
+                    // A reload that added `peer`: hear their notes from now on.
+                    if !me.instance.peers.is_empty() {
+                        me.ensure_tracking().await;
+                        if notes.is_none() {
+                            notes = Some(note::subscribe());
+                        }
+                    }
                     // The supervisor may have stopped waiting.
                     let _ = done.send(());
                 }
@@ -194,18 +201,23 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
             "BGP mode: the VIP goes on lo; its route is announced through BIRD while every service has quorum"
         );
         if !self.instance.peers.is_empty() {
-            match track::engage().await {
-                Ok(()) => self.tracking = true,
-                Err(e) => {
-                    self.alarm.raise(HaFailure::Forward);
-                    tracing::error!(instance = %self.name,
-                        "cannot keep conntrack on: a peer's drain could take this host's own sessions for its own: {e}");
-                    // Counted once; the claim is still ours to give back.
-                    self.tracking = true;
-                }
-            }
+            self.ensure_tracking().await;
         }
         self.ensure_on_lo().await;
+    }
+
+    /// Conntrack on for the drain notes ([`track`]), once.
+    async fn ensure_tracking(&mut self) {
+        if self.tracking {
+            return;
+        }
+        // Claimed even when nft fails: the count is ours to give back at stop.
+        self.tracking = true;
+        if let Err(e) = track::engage().await {
+            self.alarm.raise(HaFailure::Forward);
+            tracing::error!(instance = %self.name,
+                "cannot keep conntrack on: a peer's drain could take this host's own sessions for its own: {e}");
+        }
     }
 
     async fn ensure_on_lo(&mut self) {
@@ -529,5 +541,310 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
             }
             tokio::time::sleep(WITHDRAW_POLL).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The task against in-memory doubles: a VIP, a route whose writes are recorded in
+    //! order, health's quorum set by the test, and no BIRD (its socket does not exist, so
+    //! every read is a counted daemon failure, as on a host where BIRD is down).
+
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::config::plan::LockPlan;
+    use crate::ha::announce::AnnounceOptions;
+    use crate::ha::keeper::VipKeeper;
+    use crate::ha::status::VipView;
+    use crate::ha::vip::VipError;
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<&'static str>>);
+
+    impl Log {
+        fn push(&self, event: &'static str) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        }
+        fn events(&self) -> Vec<&'static str> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+    }
+
+    struct FakeVip(Arc<Log>);
+
+    impl VipOps for FakeVip {
+        fn addr(&self) -> IpAddr {
+            "2001:db8:100::100"
+                .parse()
+                .unwrap_or(IpAddr::from([0u16; 8]))
+        }
+        fn interface(&self) -> &str {
+            "test0"
+        }
+        async fn link(&self) -> Result<(u32, Option<[u8; 6]>), VipError> {
+            Ok((1, None))
+        }
+        async fn is_present(&self) -> Result<bool, VipError> {
+            Ok(false)
+        }
+        async fn add(&self) -> Result<(), VipError> {
+            Ok(())
+        }
+        async fn remove(&self) -> Result<bool, VipError> {
+            Ok(false)
+        }
+        async fn park(&self) -> Result<(), VipError> {
+            Ok(())
+        }
+        async fn unpark(&self) -> Result<bool, VipError> {
+            self.0.push("vip off lo");
+            Ok(true)
+        }
+        async fn host_address(&self) -> Result<Option<IpAddr>, VipError> {
+            Ok(None)
+        }
+    }
+
+    /// Logs changes only, as the kernel has them: re-adding a present route is no event.
+    struct FakeRoute {
+        log: Arc<Log>,
+        fail_adds: AtomicBool,
+        present: AtomicBool,
+    }
+
+    impl RouteOps for Arc<FakeRoute> {
+        async fn announce(&self) -> Result<(), super::super::route::RouteError> {
+            if self.fail_adds.load(Ordering::SeqCst) {
+                return Err(super::super::route::RouteError::Socket("test".into()));
+            }
+            if !self.present.swap(true, Ordering::SeqCst) {
+                self.log.push("announce");
+            }
+            Ok(())
+        }
+        async fn withdraw(&self) -> Result<bool, super::super::route::RouteError> {
+            let was = self.present.swap(false, Ordering::SeqCst);
+            if was {
+                self.log.push("withdraw");
+            }
+            Ok(was)
+        }
+    }
+
+    #[derive(Default)]
+    struct Health {
+        quorum: Mutex<Option<bool>>,
+        failures: Mutex<BTreeMap<HaFailure, u64>>,
+        views: Mutex<Vec<BgpView>>,
+        roles: Mutex<Vec<VipRole>>,
+    }
+
+    impl HaObserver for Health {
+        fn vip_state(&self, _: &str, view: VipView) {
+            self.roles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(view.role);
+        }
+        fn failure(&self, _: &str, failure: HaFailure) {
+            *self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(failure)
+                .or_default() += 1;
+        }
+        fn bgp_state(&self, _: &str, view: BgpView) {
+            self.views
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(view);
+        }
+        fn instance_quorum(&self, _: &str) -> Option<bool> {
+            *self.quorum.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl Health {
+        fn set(&self, up: bool) {
+            *self.quorum.lock().unwrap_or_else(|e| e.into_inner()) = Some(up);
+        }
+        fn failures(&self, kind: HaFailure) -> u64 {
+            self.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&kind)
+                .copied()
+                .unwrap_or(0)
+        }
+        fn last_view(&self) -> Option<BgpView> {
+            self.views
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last()
+                .cloned()
+        }
+    }
+
+    struct Running {
+        log: Arc<Log>,
+        route: Arc<FakeRoute>,
+        health: Arc<Health>,
+        commands: mpsc::UnboundedSender<InstanceCommand>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn test_instance(lock: LockPlan) -> Instance {
+        Instance {
+            name: "edge".into(),
+            vip: "2001:db8:100::100"
+                .parse()
+                .unwrap_or(IpAddr::from([0u16; 8])),
+            id: None,
+            interface: "test0".into(),
+            check_interval: Duration::from_secs(1),
+            check_timeout: Duration::from_secs(3),
+            peers: Vec::new(),
+            lock,
+            services: Vec::new(),
+        }
+    }
+
+    fn start(hold_down: Duration, fail_adds: bool) -> Running {
+        let log = Arc::new(Log::default());
+        let health = Arc::new(Health::default());
+        health.set(true);
+        let plan = BgpPlan {
+            table: 161,
+            hold_down,
+            withdraw_wait: Duration::from_millis(200),
+            bird_socket: PathBuf::from("/nonexistent/alive-proxy-test/bird.ctl"),
+            protocols: Vec::new(),
+        };
+        let instance = test_instance(LockPlan::Bgp(plan.clone()));
+        let observer: Arc<dyn HaObserver> = health.clone();
+        let status = StatusReporter::new(instance.name.clone(), Arc::clone(&observer));
+        let keeper = VipKeeper::new(
+            FakeVip(Arc::clone(&log)),
+            AnnounceOptions::default(),
+            status.alarm(),
+        );
+        let (commands, rx) = mpsc::unbounded_channel();
+        let route = Arc::new(FakeRoute {
+            log: Arc::clone(&log),
+            fail_adds: AtomicBool::new(fail_adds),
+            present: AtomicBool::new(false),
+        });
+        let task = InstanceTask {
+            instance,
+            keeper,
+            status,
+            forwarder: Forwarder::start(),
+            commands: rx,
+        };
+        let bgp = BgpTask {
+            plan,
+            route: Arc::clone(&route),
+            observer,
+            identity: "lb1".into(),
+        };
+        let task = tokio::spawn(run_bgp(task, bgp));
+        Running {
+            log,
+            route,
+            health,
+            commands,
+            task,
+        }
+    }
+
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn quorum_loss_withdraws_at_once_and_regain_waits_the_hold_down() {
+        let r = start(Duration::from_millis(300), false);
+        until("the first announcement", || r.log.events() == ["announce"]).await;
+        r.health.set(false);
+        until("the withdrawal", || r.log.events().ends_with(&["withdraw"])).await;
+        let back = Instant::now();
+        r.health.set(true);
+        until("the re-announcement", || {
+            r.log.events().ends_with(&["announce"])
+        })
+        .await;
+        assert!(
+            back.elapsed() >= Duration::from_millis(300),
+            "re-announced after {:?}, inside the hold-down",
+            back.elapsed()
+        );
+        assert!(
+            r.health.failures(HaFailure::Daemon) > 0,
+            "no BIRD is a counted failure"
+        );
+        let view = r.health.last_view().expect("a BGP view");
+        assert!(view.announced && view.daemon.is_none() && view.daemon_error.is_some());
+        r.task.abort();
+    }
+
+    #[tokio::test]
+    async fn stop_withdraws_before_handing_over_and_keeps_the_vip_until_the_drain_ends() {
+        let r = start(Duration::from_secs(5), false);
+        until("the announcement", || r.log.events() == ["announce"]).await;
+        let (tx, handed_over) = oneshot::channel();
+        let sent = r.commands.send(InstanceCommand::Stop {
+            drain_until: Some(Instant::now() + Duration::from_secs(30)),
+            await_next_holder: true,
+            handed_over: tx,
+        });
+        assert!(sent.is_ok());
+        let parked = handed_over.await.expect("handed over");
+        assert!(parked, "the VIP stays on lo for the draining sessions");
+        assert_eq!(
+            r.log.events(),
+            ["announce", "withdraw"],
+            "withdrawn first, VIP kept"
+        );
+        assert!(r.commands.send(InstanceCommand::FinishDrain).is_ok());
+        r.task.await.expect("task ends");
+        assert_eq!(r.log.events(), ["announce", "withdraw", "vip off lo"]);
+        assert!(!r.health.last_view().expect("a view").announced);
+    }
+
+    #[tokio::test]
+    async fn a_route_that_cannot_be_written_is_a_counted_fault_and_is_retried() {
+        let r = start(Duration::ZERO, true);
+        until("a failed add", || {
+            r.health.failures(HaFailure::RouteAdd) > 0
+        })
+        .await;
+        until("FAULT", || {
+            r.health
+                .roles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&VipRole::Fault)
+        })
+        .await;
+        r.route.fail_adds.store(false, Ordering::SeqCst);
+        until("the retried announcement", || {
+            r.log.events().contains(&"announce")
+        })
+        .await;
+        r.task.abort();
     }
 }
