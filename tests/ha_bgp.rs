@@ -484,6 +484,27 @@ fn active_active_over_bgp_ecmp(family: &'static Family) {
         })
     });
     assert!(shown, "lb1's stats: {bgp:?}");
+    let snapshot = site.lbs[0].snapshot().expect("lb1's stats");
+    let table = alive_proxy::stats::table::render(&snapshot, None);
+    assert!(
+        table.contains("bgp: route announced in table 161")
+            && table.contains("session up4: up since"),
+        "{table}"
+    );
+    let metrics = alive_proxy::stats::prometheus::render(&snapshot, true).expect("metrics");
+    support::metrics::promtool_check(&metrics);
+    for series in [
+        format!(
+            "alive_proxy_bgp_route_announced{{instance=\"edge\",vip=\"{}\"}} 1",
+            family.vip
+        ),
+        format!(
+            "alive_proxy_bgp_session_established{{instance=\"edge\",vip=\"{}\",protocol=\"up6\"}} 1",
+            family.vip
+        ),
+    ] {
+        assert!(metrics.contains(&series), "no `{series}` in:\n{metrics}");
+    }
 
     // 3. lb1's backends all fail: its route goes, and nobody is sent there any more.
     let failed_at = Instant::now();
