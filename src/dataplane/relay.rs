@@ -20,8 +20,8 @@ use monoio::io::as_fd::{AsReadFd, AsWriteFd};
 use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
+use super::clock::now_ms;
 use super::pipes::{PipeLease, PipePool};
-use super::routing::now_ms;
 use super::signal::Signal;
 use crate::counters::BackendStats;
 

@@ -16,16 +16,17 @@ use futures::channel::mpsc::UnboundedReceiver;
 use monoio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::clock::now_ms;
 use super::command::WorkerCommand;
 use super::listener::is_resource_exhaustion;
-use super::passive::PassiveEvent;
 use super::pipes::PipePool;
-use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
+use super::routing::{Routing, RoutingSnapshot, ServiceRoute};
 use super::session;
 use super::signal::Signal;
 use crate::config::BackendKey;
 use crate::counters::events::{During, Exhausted, LocalEvents};
 use crate::counters::{BackendStats, ServiceStats, WorkerStats};
+use crate::health::PassiveEvent;
 
 /// How long accepting pauses when the process or system is out of descriptors or memory:
 /// long enough for sessions to end and free some, short enough to stay responsive.

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::PassiveEvent;
 use crate::config::{Backend, BackendKey, Check, Plan, Service};
-use crate::dataplane::PassiveEvent;
 use crate::health::backend::{BackendHealth, CheckId};
 use crate::health::checker::{CheckerState, label_of};
 use crate::health::observer::HealthObserver;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{LoadError, Mode, Severity, load, summary};
+use crate::config::{LoadError, Mode, Severity, load, summary};
 
 /// Each message carries its cause; none is repeated as a `source()` (see [`LoadError`]).
 #[derive(Debug, thiserror::Error)]
