@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::control::{BgpView, unix_seconds};
-use super::prometheus::{Labels, counters, gauges};
+use super::families::{Labels, counters, gauges};
 use super::snapshot::{InstanceSnapshot, StatsSnapshot};
 use super::table::duration_us;
 
