@@ -95,20 +95,24 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn listen(tx: broadcast::Sender<Received>) {
-    let socket = match UdpSocket::bind(SocketAddr::new(
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        NOTE_PORT,
-    ))
-    .await
-    {
+    // Dual-stack first; IPv4 alone on a host booted with IPv6 disabled.
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), NOTE_PORT);
+    let v4 = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), NOTE_PORT);
+    let socket = match UdpSocket::bind(v6).await {
         Ok(socket) => socket,
-        Err(e) => {
-            tracing::error!(
-                port = NOTE_PORT,
-                "cannot receive drain notes from BGP peers (their draining sessions will be reset here): {e}"
-            );
-            return;
-        }
+        Err(e6) => match UdpSocket::bind(v4).await {
+            Ok(socket) => {
+                tracing::warn!(port = NOTE_PORT, "drain notes over IPv4 only: {e6}");
+                socket
+            }
+            Err(e) => {
+                tracing::error!(
+                    port = NOTE_PORT,
+                    "cannot receive drain notes from BGP peers (their draining sessions will be reset here): {e}"
+                );
+                return;
+            }
+        },
     };
     let mut buf = [0u8; 256];
     loop {
