@@ -62,6 +62,7 @@ struct Bgp<V: VipOps, R: RouteOps> {
     /// The VIP is on `lo`.
     on_lo: bool,
     quiet: Option<ArpQuiet>,
+    quiet_tried: bool,
     /// Conntrack is kept on for the drain notes ([`track`]).
     tracking: bool,
     reason: Reason,
@@ -100,6 +101,7 @@ pub async fn run_bgp<V: VipOps, R: RouteOps>(task: InstanceTask<V>, bgp: BgpTask
         installed: false,
         on_lo: false,
         quiet: None,
+        quiet_tried: false,
         tracking: false,
         reason: Reason::NoQuorum,
         last_error: None,
@@ -221,9 +223,11 @@ impl<V: VipOps, R: RouteOps> Bgp<V, R> {
     }
 
     async fn ensure_on_lo(&mut self) {
-        if self.quiet.is_none() && self.vip.addr().is_ipv4() {
+        if self.quiet.is_none() && !self.quiet_tried && self.vip.addr().is_ipv4() {
             // Linux answers ARP on any interface for an address on lo unless told not to; the
             // router reaches the VIP through the BGP next hop, never by ARP for the VIP.
+            // Tried once: a read-only /proc stays read-only, and one warning says so.
+            self.quiet_tried = true;
             match ArpQuiet::engage(self.vip.interface()) {
                 Ok(quiet) => self.quiet = Some(quiet),
                 Err(e) => tracing::warn!(instance = %self.name,
