@@ -3,12 +3,17 @@
 //! of its own (learning alive-proxy's kernel table 161), a backend host with one set of
 //! backends per LB host, and a client behind the router:
 //! - the router's table shows the VIP with one next hop per LB host, and 300 client
-//!   connections spread over all three (counted in each host's own stats);
+//!   connections spread over all three (counted in each host's own stats); `check
+//!   --online`, the stats table and /metrics (promtool) show the route and the sessions;
 //! - one host's backends all fail → its route is withdrawn, no client fails after that,
 //!   and the route comes back after the hold-down once they return;
-//! - SIGTERM on a host → its route goes first (before its listeners close), no new
-//!   connection fails, and the process drains and exits;
-//! - a host's link goes down → clients recover within BFD's detection time.
+//! - SIGTERM on a host → its route goes first (confirmed with BIRD before its listeners
+//!   close), no new connection fails, and its keep-alive sessions, which the router
+//!   rehashes to the other hosts, finish on it through the peers' drain forwarding;
+//! - a host's link goes down → the router drops it within BFD's detection time, and no
+//!   new connection fails;
+//! - a host's BIRD dies and comes back → counted as a daemon failure, and BIRD announces
+//!   the route again by itself (it re-learns alive-proxy's kernel table).
 //!
 //! Every BIRD runs with its own config and control socket in a temporary directory; every
 //! process is under a guard and every namespace goes with the lab, also on failure.
