@@ -554,7 +554,11 @@ fn active_active_over_bgp_ecmp(family: &'static Family) {
         back_at.elapsed().as_secs_f64()
     );
 
-    // 4. SIGTERM on lb2: the route goes first, no new connection fails, lb2 exits.
+    // 4. SIGTERM on lb2: the route goes first, no new connection fails, lb2 exits. lb2 is
+    // the middle next hop (BIRD keeps next hops sorted by address): with the kernel's
+    // hash-threshold ECMP only its own flows move then, and the drain note brings those
+    // back to it. Stopping an end next hop would also move flows between lb1 and lb3,
+    // which only resilient hashing on the router avoids (docs/bgp.md, ECMP caveats).
     let vip = Site::vip(family);
     let clients = KeepAliveClients::start(Some(&site.client), vip, 30, Duration::from_millis(50));
     let prober = Prober::start(Some(&site.client), vip, Duration::from_millis(20));
