@@ -190,6 +190,9 @@ fn compare(before: &Instance, after: &Instance) -> Option<InstanceChange> {
                 retuned.push("preempt");
             }
         }
+        (LockPlan::Bgp(a), LockPlan::Bgp(b)) if a != b => {
+            retuned.push("bgp");
+        }
         _ => {}
     }
     if before.peers != after.peers {
@@ -210,6 +213,8 @@ fn same_lock_record(a: &LockPlan, b: &LockPlan) -> bool {
         }
         (LockPlan::Etcd(a), LockPlan::Etcd(b)) => a.key == b.key,
         (LockPlan::Vrrp(a), LockPlan::Vrrp(b)) => a.vrid == b.vrid,
+        // The route's table is its record: another table is another route.
+        (LockPlan::Bgp(a), LockPlan::Bgp(b)) => a.table == b.table,
         _ => false,
     }
 }

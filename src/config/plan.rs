@@ -78,6 +78,37 @@ pub enum LockPlan {
     Etcd(EtcdLock),
     /// No lock and a `peer` list: VRRPv3 (RFC 5798) among the peers, as keepalived does.
     Vrrp(VrrpPlan),
+    /// `vip.bgp` (alive-proxy addition): active-active. Every host able to serve has the VIP
+    /// announced over BGP by the local routing daemon (BIRD 2); the upstream router's ECMP
+    /// spreads clients over them (docs/bgp.md).
+    Bgp(BgpPlan),
+}
+
+/// BGP mode of one instance (keys under `vip.bgp:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BgpPlan {
+    /// `bgp.table` (default 161): the kernel routing table alive-proxy puts the VIP's
+    /// /32 or /128 route in and BIRD's `kernel` protocol learns from. Never main/local.
+    pub table: u32,
+    /// `bgp.hold_down` (default 5 s): how long quorum must be back before the route is
+    /// announced again, so a backend flapping at the edge does not flap the route.
+    pub hold_down: Duration,
+    /// `bgp.withdraw_wait` (default 5 s): at stop, how long to wait for BIRD to stop
+    /// exporting the route before draining anyway.
+    pub withdraw_wait: Duration,
+    /// `bgp.bird_socket` (default `/run/bird/bird.ctl`): BIRD's control socket, read for
+    /// session and route state.
+    pub bird_socket: PathBuf,
+    /// `bgp.protocols`: BIRD protocol names whose sessions are reported; empty = every BGP
+    /// protocol BIRD runs.
+    pub protocols: Vec<String>,
+}
+
+impl BgpPlan {
+    pub const DEFAULT_TABLE: u32 = 161;
+    pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(5);
+    pub const DEFAULT_WITHDRAW_WAIT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_BIRD_SOCKET: &'static str = "/run/bird/bird.ctl";
 }
 
 /// VRRPv3 settings of one instance (optional keys under `vip:`, keepalived's defaults).

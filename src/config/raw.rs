@@ -33,6 +33,7 @@ pub struct RawInstance {
     /// Where `vip.peer` is (VRRP errors point at it).
     pub peers_pos: Option<Pos>,
     pub vrrp: RawVrrp,
+    pub bgp: Option<RawBgp>,
     pub kube_lock: Option<RawKube>,
     pub etcd_lock: Option<RawEtcd>,
     pub ips: Vec<Spanned<IpAddr>>,
@@ -64,6 +65,17 @@ impl RawVrrp {
         .into_iter()
         .find_map(|(key, pos)| Some((key, pos?)))
     }
+}
+
+/// `vip.bgp:` (alive-proxy addition): BGP mode and its settings.
+#[derive(Debug)]
+pub struct RawBgp {
+    pub pos: Pos,
+    pub table: Option<Spanned<u64>>,
+    pub hold_down: Option<Duration>,
+    pub withdraw_wait: Option<Duration>,
+    pub bird_socket: Option<Spanned<String>>,
+    pub protocols: Vec<Spanned<String>>,
 }
 
 #[derive(Debug)]
@@ -346,6 +358,14 @@ const VIP_KEYS: &[&str] = &[
     "preempt",
     "nopreempt",
     "preempt_delay",
+    "bgp",
+];
+const BGP_KEYS: &[&str] = &[
+    "table",
+    "hold_down",
+    "withdraw_wait",
+    "bird_socket",
+    "protocols",
 ];
 const KUBE_KEYS: &[&str] = &["kubecfgs", "lease_name", "namespace"];
 const ETCD_KEYS: &[&str] = &["endpoints", "key"];
@@ -447,6 +467,7 @@ fn instance(node: &Node, diags: &mut Diags<'_>) -> RawInstance {
         peers: Vec::new(),
         peers_pos: None,
         vrrp: RawVrrp::default(),
+        bgp: None,
         kube_lock: None,
         etcd_lock: None,
         ips: Vec::new(),
@@ -520,6 +541,9 @@ fn vip_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {
     if let Some(n) = m.get("etcd_lock") {
         inst.etcd_lock = etcd_lock(n, diags);
     }
+    if let Some(n) = m.get("bgp") {
+        inst.bgp = bgp(n, diags);
+    }
     vrrp_keys(&mut m, &mut inst.vrrp, diags);
     m.finish("vip", VIP_KEYS, diags);
 }
@@ -550,6 +574,44 @@ fn vrrp_keys(m: &mut MapReader<'_>, vrrp: &mut RawVrrp, diags: &mut Diags<'_>) {
         vrrp.preempt_delay =
             seconds_or_zero(n, "preempt_delay", 1000, diags).map(|d| spanned(n, d));
     }
+}
+
+fn bgp(node: &Node, diags: &mut Diags<'_>) -> Option<RawBgp> {
+    // `bgp: {}` (or `bgp:` with nothing under it) turns BGP mode on with every default.
+    let empty = matches!(&node.kind, NodeKind::Map(pairs) if pairs.is_empty());
+    let mut raw = RawBgp {
+        pos: node.pos,
+        table: None,
+        hold_down: None,
+        withdraw_wait: None,
+        bird_socket: None,
+        protocols: Vec::new(),
+    };
+    if empty {
+        return Some(raw);
+    }
+    let mut m = MapReader::new(node, "bgp", diags)?;
+    if let Some(n) = m.get("table") {
+        raw.table = int(n, "bgp.table", 1, u64::from(u32::MAX), diags);
+    }
+    if let Some(n) = m.get("hold_down") {
+        // 0 is allowed: re-announce as soon as quorum is back (the operator's choice).
+        raw.hold_down = seconds_or_zero(n, "bgp.hold_down", 3600, diags);
+    }
+    if let Some(n) = m.get("withdraw_wait") {
+        raw.withdraw_wait = seconds_or_zero(n, "bgp.withdraw_wait", 600, diags);
+    }
+    if let Some(n) = m.get("bird_socket") {
+        raw.bird_socket = string(n, "bgp.bird_socket", diags);
+    }
+    if let Some(n) = m.get("protocols") {
+        raw.protocols = seq(n, "bgp.protocols", diags)
+            .iter()
+            .filter_map(|p| string(p, "a bgp.protocols entry", diags))
+            .collect();
+    }
+    m.finish("bgp", BGP_KEYS, diags);
+    Some(raw)
 }
 
 fn kube_lock(node: &Node, diags: &mut Diags<'_>) -> Option<RawKube> {

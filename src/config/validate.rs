@@ -12,7 +12,7 @@ use super::Mode;
 use super::diagnostic::{Diags, Pos};
 use super::keepalived::{self, Checker, CheckerKind, Granularity, RealServer, VirtualServer};
 use super::plan::*;
-use super::raw::{RawFile, RawInstance, RawPort};
+use super::raw::{RawBgp, RawFile, RawInstance, RawPort};
 
 /// keepalived's defaults (check_data.c `alloc_vs`).
 const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
@@ -238,6 +238,9 @@ fn lock_plan(
     ctx: &Context<'_>,
     diags: &mut Diags<'_>,
 ) -> Option<LockPlan> {
+    if let Some(bgp) = &inst.bgp {
+        return bgp_plan(inst, bgp, diags).map(LockPlan::Bgp);
+    }
     match (&inst.kube_lock, &inst.etcd_lock) {
         (Some(_), Some(etcd)) => {
             diags.error(
@@ -330,6 +333,85 @@ fn lock_plan(
     }
 }
 
+/// `vip.bgp`: every healthy host announces the VIP, so nothing else may decide who holds it.
+fn bgp_plan(inst: &RawInstance, bgp: &RawBgp, diags: &mut Diags<'_>) -> Option<BgpPlan> {
+    let mut ok = true;
+    let conflicts = [
+        ("kube_lock", inst.kube_lock.as_ref().map(|k| k.pos)),
+        ("etcd_lock", inst.etcd_lock.as_ref().map(|e| e.pos)),
+    ];
+    for (key, pos) in conflicts {
+        if let Some(pos) = pos {
+            diags.error(
+                pos,
+                format!(
+                    "`{key}` and `bgp` both decide who holds this VIP: with bgp every healthy host announces it"
+                ),
+                "either `bgp` (active-active over ECMP) or a lease (one host at a time)",
+            );
+            ok = false;
+        }
+    }
+    let table = match bgp.table {
+        // 253-255 are the kernel's default, main and local tables: a blackhole route there
+        // would blackhole the VIP on this host itself.
+        Some(t) if (253..=255).contains(&t.value) => {
+            diags.error(
+                t.pos,
+                format!("bgp.table {} is one of the kernel's own tables (default, main, local)", t.value),
+                "a table of alive-proxy's own, such as 161 (the default), that BIRD's kernel protocol learns",
+            );
+            ok = false;
+            0
+        }
+        Some(t) => u32::try_from(t.value).unwrap_or(BgpPlan::DEFAULT_TABLE),
+        None => BgpPlan::DEFAULT_TABLE,
+    };
+    let bird_socket = match &bgp.bird_socket {
+        Some(s) if s.value.starts_with('/') => PathBuf::from(&s.value),
+        Some(s) => {
+            diags.error(
+                s.pos,
+                format!("bgp.bird_socket `{}` is not an absolute path", s.value),
+                "BIRD's control socket, such as /run/bird/bird.ctl",
+            );
+            ok = false;
+            PathBuf::new()
+        }
+        None => PathBuf::from(BgpPlan::DEFAULT_BIRD_SOCKET),
+    };
+    for p in &bgp.protocols {
+        // BIRD symbol names; anything else could not name a protocol and would be sent to
+        // BIRD's command line as is.
+        let valid = p
+            .value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && p.value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            diags.error(
+                p.pos,
+                format!(
+                    "bgp.protocols entry `{}` is not a BIRD protocol name",
+                    p.value
+                ),
+                "a name from bird.conf such as uplink4 (letters, digits and _)",
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| BgpPlan {
+        table,
+        hold_down: bgp.hold_down.unwrap_or(BgpPlan::DEFAULT_HOLD_DOWN),
+        withdraw_wait: bgp.withdraw_wait.unwrap_or(BgpPlan::DEFAULT_WITHDRAW_WAIT),
+        bird_socket,
+        protocols: bgp.protocols.iter().map(|p| p.value.clone()).collect(),
+    })
+}
+
 /// No lock and a `peer` list: VRRP among the peers, which needs a virtual router id.
 fn vrrp_plan(inst: &RawInstance, diags: &mut Diags<'_>) -> Option<VrrpPlan> {
     let Some(id) = inst.id else {
@@ -376,6 +458,7 @@ fn warn_unused_vrrp_keys(inst: &RawInstance, lock: &LockPlan, diags: &mut Diags<
         LockPlan::None => "this host alone (no lock and no `peer`)",
         LockPlan::Kube(_) => "the kube_lock lease",
         LockPlan::Etcd(_) => "the etcd_lock lease",
+        LockPlan::Bgp(_) => "every healthy host over BGP (`bgp`)",
     };
     if let Some((key, pos)) = inst.vrrp.first_given() {
         diags.warning(

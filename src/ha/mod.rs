@@ -20,6 +20,8 @@
 //!   the previous holder.
 //! - [`vrrp`]: VRRPv3 among the peers when no lock is configured (RFC 5798, keepalived
 //!   interoperable): packet, state machine, raw sockets, driver.
+//! - [`bgp`]: BGP mode: the VIP on `lo` and its route announced through BIRD while every
+//!   service has quorum (active-active behind ECMP).
 //! - [`status`]: what HA reports upward ([`status::HaObserver`]: ownership and failures).
 //! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload, handover, shutdown.
 //! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
@@ -28,6 +30,7 @@
 
 pub mod announce;
 pub mod arp_quiet;
+pub mod bgp;
 pub mod driver;
 pub mod forward;
 pub mod keeper;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::announce::AnnounceOptions;
+use super::bgp::{BgpTask, KernelRoute, run_bgp};
 use super::driver::{InstanceCommand, InstanceTask, run_leased, run_unlocked};
 use super::forward::Forwarder;
 use super::keeper::VipKeeper;
@@ -271,6 +272,16 @@ impl HaSupervisor {
                 Arc::clone(&self.observer),
                 self.options.drain,
             )),
+            LockPlan::Bgp(plan) => {
+                let route = KernelRoute::connect(instance.vip, plan.table);
+                let bgp = BgpTask {
+                    plan: plan.clone(),
+                    route,
+                    observer: Arc::clone(&self.observer),
+                    identity: self.identity.clone(),
+                };
+                tokio::spawn(run_bgp(task, bgp))
+            }
             LockPlan::Etcd(lock) => {
                 let store = EtcdStore::new(lock.endpoints.clone(), lock.key.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());

@@ -13,6 +13,7 @@
 //! - [`cli`] and [`table`]: `alive-proxy stats`.
 
 pub mod admin;
+mod bgp;
 pub mod cli;
 pub mod control;
 pub mod events;

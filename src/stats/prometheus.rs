@@ -364,6 +364,7 @@ fn vip_metrics(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) -> fmt::Resu
         &roles,
     )?;
     vrrp_metrics(e, snapshot)?;
+    super::bgp::metrics(e, snapshot)?;
     let expiry: Vec<(Labels, f64)> = snapshot
         .instances
         .iter()

@@ -261,6 +261,9 @@ fn instance_lines(out: &mut String, snapshot: &StatsSnapshot) {
         if let Some(err) = &state.last_error {
             let _ = writeln!(out, "    last error: {err}");
         }
+        if let Some(bgp) = &instance.bgp {
+            super::bgp::lines(out, bgp, snapshot.taken_at());
+        }
         if state.removal_pending {
             let _ = writeln!(
                 out,
