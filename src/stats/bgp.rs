@@ -1,15 +1,14 @@
-//! BGP mode in `stats` and `/metrics`: each BGP instance's route and the routing daemon's
-//! sessions, from the [`BgpView`] HA reports. Kept apart from the VIP table and the
-//! Prometheus encoder, which only call in here.
+//! BGP mode in `/metrics`: each BGP instance's route and the routing daemon's sessions,
+//! from the [`BgpView`] HA reports. Kept apart from the Prometheus encoder, which only calls
+//! in here (the `stats` table's BGP lines are in `table.rs`).
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::control::{BgpView, unix_seconds};
+use super::control::BgpView;
 use super::families::{Labels, counters, gauges};
 use super::snapshot::{InstanceSnapshot, StatsSnapshot};
-use super::table::duration_us;
 
 fn bgp_instances(snapshot: &StatsSnapshot) -> Vec<(Labels, &BgpView)> {
     snapshot
@@ -70,38 +69,4 @@ pub(crate) fn metrics(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) -> fm
         None,
         &sessions,
     )
-}
-
-/// The lines under a BGP instance in the `stats` table.
-pub(crate) fn lines(out: &mut String, view: &BgpView, taken_at: f64) {
-    let for_us = ((taken_at - unix_seconds(view.since)).max(0.0) * 1e6) as u64;
-    let _ = writeln!(
-        out,
-        "    bgp: route {} in table {} for {} ({}), {} changes",
-        if view.announced {
-            "announced"
-        } else {
-            "withdrawn"
-        },
-        view.table,
-        duration_us(for_us),
-        view.reason,
-        view.changes
-    );
-    match (&view.daemon, &view.daemon_error) {
-        (Some(greeting), _) => {
-            let _ = writeln!(out, "    daemon: {greeting}");
-        }
-        (None, Some(error)) => {
-            let _ = writeln!(out, "    daemon: unreachable: {error}");
-        }
-        (None, None) => {}
-    }
-    for s in &view.sessions {
-        let _ = writeln!(
-            out,
-            "    session {}: {} since {} {}",
-            s.name, s.state, s.since, s.info
-        );
-    }
 }
