@@ -131,10 +131,18 @@ pub enum HaFailure {
     Forward,
     /// Preparing the VIP for a session-preserving handover failed (the sessions are cut).
     Park,
+    /// A failsafe peer message was dropped (malformed, unauthenticated, replayed, from a
+    /// host not in `peer`, or answering no open round).
+    PeerMessage,
+    /// Sending a failsafe peer message failed.
+    PeerSend,
+    /// The failsafe stopped extending the holder's hold (a peer reaches the lock, holds the
+    /// VIP, or stopped answering).
+    FailsafeEnded,
 }
 
 impl HaFailure {
-    pub const ALL: [HaFailure; 10] = [
+    pub const ALL: [HaFailure; 13] = [
         HaFailure::LeaseRead,
         HaFailure::LeaseWrite,
         HaFailure::DeadlineMissed,
@@ -145,6 +153,9 @@ impl HaFailure {
         HaFailure::Conflict,
         HaFailure::Forward,
         HaFailure::Park,
+        HaFailure::PeerMessage,
+        HaFailure::PeerSend,
+        HaFailure::FailsafeEnded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -159,6 +170,9 @@ impl HaFailure {
             HaFailure::Conflict => "conflict",
             HaFailure::Forward => "forward",
             HaFailure::Park => "park",
+            HaFailure::PeerMessage => "peer_message",
+            HaFailure::PeerSend => "peer_send",
+            HaFailure::FailsafeEnded => "failsafe_ended",
         }
     }
 }
