@@ -14,3 +14,6 @@ pub mod local;
 pub mod wire;
 
 pub use link::{PeerError, PeerHandle, PeerSettings};
+
+#[cfg(test)]
+mod sim;
