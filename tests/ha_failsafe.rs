@@ -132,8 +132,8 @@ fn served_by(client: &Host, vip: &str) -> Option<String> {
 fn cut_channel(host: &Host, cut: bool) {
     if cut {
         let rules = format!(
-            "table inet failsafe_cut {{ chain in {{ type filter hook input priority 0; udp dport {FAILSAFE_PORT} drop; }} \
-             chain out {{ type filter hook output priority 0; udp dport {FAILSAFE_PORT} drop; }} }}"
+            "table inet failsafe_cut {{ chain in {{ type filter hook input priority 0; udp dport {FAILSAFE_PORT} drop; }}; \
+             chain out {{ type filter hook output priority 0; udp dport {FAILSAFE_PORT} drop; }}; }}"
         );
         host.run("nft", &[&rules]);
     } else {
@@ -166,7 +166,11 @@ fn holders_both(cluster: &Cluster) -> (Vec<usize>, Vec<usize>) {
 fn whole_lock_outage_the_holder_serves_on_and_drops_when_a_peer_is_cut_off() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("key dir");
-    let key = write_key(dir.path(), "failsafe.key", "lab failsafe key 0123456789abcdef\n");
+    let key = write_key(
+        dir.path(),
+        "failsafe.key",
+        "lab failsafe key 0123456789abcdef\n",
+    );
     let (cluster, etcd, _servers) = cluster(|_| key.clone());
     assert_eq!(holders_both(&cluster), (vec![0], vec![0]), "lb1 holds both");
     for vip in [VIP4, VIP6] {
@@ -200,7 +204,9 @@ fn whole_lock_outage_the_holder_serves_on_and_drops_when_a_peer_is_cut_off() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(
-        cluster.removed_at(0, VIP4, paused).or(cluster.removed_at(0, VIP6, paused)),
+        cluster
+            .removed_at(0, VIP4, paused)
+            .or(cluster.removed_at(0, VIP6, paused)),
         None,
         "lb1 let go of a VIP during the outage"
     );
@@ -249,13 +255,19 @@ fn whole_lock_outage_the_holder_serves_on_and_drops_when_a_peer_is_cut_off() {
     let back = now_secs() - resumed;
     std::thread::sleep(Duration::from_secs(3));
     let (h4, h6) = holders_both(&cluster);
-    assert!(h4.len() == 1 && h6.len() == 1, "VIP4 on {h4:?}, VIP6 on {h6:?}");
+    assert!(
+        h4.len() == 1 && h6.len() == 1,
+        "VIP4 on {h4:?}, VIP6 on {h6:?}"
+    );
     println!("lock back: one holder of each VIP after {back:.3} s (VIP4 {h4:?}, VIP6 {h6:?})");
     let end = now_secs();
     cluster.assert_never_two_holders(end);
     for (vip, ping) in [(VIP4, ping4), (VIP6, ping6)] {
         if let Some((gap, at)) = ping.longest_gap() {
-            println!("client ping {vip}: longest gap {gap:.3} s at {:.1} s", at - paused);
+            println!(
+                "client ping {vip}: longest gap {gap:.3} s at {:.1} s",
+                at - paused
+            );
         }
     }
 }
@@ -264,13 +276,18 @@ fn whole_lock_outage_the_holder_serves_on_and_drops_when_a_peer_is_cut_off() {
 fn a_holder_alone_cut_off_from_the_lock_gets_no_extension_from_peers_that_reach_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("key dir");
-    let key = write_key(dir.path(), "failsafe.key", "lab failsafe key 0123456789abcdef\n");
+    let key = write_key(
+        dir.path(),
+        "failsafe.key",
+        "lab failsafe key 0123456789abcdef\n",
+    );
     let (cluster, _etcd, _servers) = cluster(|_| key.clone());
     assert_eq!(holders_both(&cluster), (vec![0], vec![0]), "lb1 holds both");
     let cut = now_secs();
-    cluster.nodes[0]
-        .host
-        .run("ip", &["route", "add", "blackhole", &format!("{ETCD_IP}/32")]);
+    cluster.nodes[0].host.run(
+        "ip",
+        &["route", "add", "blackhole", &format!("{ETCD_IP}/32")],
+    );
     let new4 = cluster.wait_new_holder(VIP4, 0, Duration::from_secs(10));
     let new6 = cluster.wait_new_holder(VIP6, 0, Duration::from_secs(10));
     let dropped = cluster.removed_at(0, VIP4, cut).expect("VIP4 removed") - cut;
@@ -291,11 +308,18 @@ fn a_holder_alone_cut_off_from_the_lock_gets_no_extension_from_peers_that_reach_
 fn a_peer_with_another_key_is_never_believed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("key dir");
-    let good = write_key(dir.path(), "good.key", "lab failsafe key 0123456789abcdef\n");
-    let other = write_key(dir.path(), "other.key", "not the lab key, 0123456789abcdef\n");
+    let good = write_key(
+        dir.path(),
+        "good.key",
+        "lab failsafe key 0123456789abcdef\n",
+    );
+    let other = write_key(
+        dir.path(),
+        "other.key",
+        "not the lab key, 0123456789abcdef\n",
+    );
     // lb3 has another key: its answers fail authentication at lb1.
-    let (cluster, etcd, _servers) =
-        cluster(|i| if i == 2 { other.clone() } else { good.clone() });
+    let (cluster, etcd, _servers) = cluster(|i| if i == 2 { other.clone() } else { good.clone() });
     let paused = now_secs();
     etcd.pause();
     wait::until_or_panic(Duration::from_secs(6), "lb1 to drop both VIPs", || {
