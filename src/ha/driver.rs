@@ -439,6 +439,12 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
             other => {
                 let bound = stop_bound(&self.fsm.timing());
                 self.stopping = Stopping::from(other, Instant::now(), bound);
+                if self.stopping.is_some() {
+                    // A stopping holder releases, never needs an extension, and its
+                    // successor task (a reload) must be able to open the same port.
+                    self.peer = None;
+                    self.fsm.set_failsafe(None);
+                }
                 if let Some(stop) = &self.stopping {
                     let note = match stop.drain_until {
                         Some(until) if self.fsm.role() == Role::Holder => {
