@@ -39,7 +39,10 @@ const ADVERT_INT: &str = "0.1";
 
 /// The operators' alive.yaml (both families, etcd lock, peers, ids), `mode: vrrp` or not.
 fn config(dir: &Path, host: &str, etcd: &str, vrrp: bool) -> PathBuf {
-    let path = dir.join(format!("{host}.yaml"));
+    let path = dir.join(format!(
+        "{host}-{}.yaml",
+        if vrrp { "vrrp" } else { "lease" }
+    ));
     let mode = if vrrp { "      mode: vrrp\n" } else { "" };
     let instance = |vip: &str, id: u8, peers: [&str; 2], backend: &str, name: &str| {
         format!(
@@ -298,16 +301,19 @@ fn one_host_at_a_time_from_keepalived_to_vrrp_to_leases_with_one_holder_at_every
     }
     mig.stays_on(1, Duration::from_secs(1), "backup stopped");
     let t = now_secs();
-    let lease = lease_cfg("lb2");
-    std::fs::copy(&lease, &lb2_cfg).expect("rewrite lb2's config");
+    // The operator's edit, made atomically (the daemon also watches the file).
+    let edited = dir.path().join("lb2-edit.yaml");
+    std::fs::copy(lease_cfg("lb2"), &edited).expect("write the edited config");
+    std::fs::rename(&edited, &lb2_cfg).expect("replace lb2's config");
     if let Some(p) = &mig.proxies[1] {
         p.signal(libc::SIGHUP);
     }
-    wait::until_or_panic(Duration::from_secs(20), "lb2 on the lease", || {
+    let on_lease = wait::until(Duration::from_secs(20), || {
         mig.proxies[1]
             .as_ref()
             .is_some_and(|p| p.log().matches("lease acquired").count() >= 2)
     });
+    assert!(on_lease, "lb2 not on the lease\n{}", mig.context());
     let switched = mig.settle_on(1, t, "master moved to the lease");
     mig.proxies[0] = Some(start_proxy(&hosts[0], &lease_cfg("lb1")));
     wait::until_or_panic(Duration::from_secs(20), "lb1 reading the lease", || {
