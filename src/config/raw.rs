@@ -352,13 +352,13 @@ const VIP_KEYS: &[&str] = &[
     "peer",
     "kube_lock",
     "etcd_lock",
-    "failsafe",
-    "mode",
     "priority",
     "advert_int",
     "preempt",
     "nopreempt",
     "preempt_delay",
+    "failsafe",
+    "mode",
 ];
 const KUBE_KEYS: &[&str] = &["kubecfgs", "lease_name", "namespace"];
 const ETCD_KEYS: &[&str] = &["endpoints", "key"];
