@@ -36,6 +36,9 @@ struct Round {
     nonce: u64,
     sent_at: Instant,
     vouched: BTreeSet<IpAddr>,
+    /// Asked before a peer answered against the failsafe (or before it was reset): its
+    /// answers are still recognised (not counted as strays) but never count.
+    dead: bool,
 }
 
 /// What an answer did.
@@ -45,7 +48,8 @@ pub enum Verdict {
     Counted,
     /// The round is now unanimous: the holder may keep the VIP up to `sent_at + D`.
     Unanimous { sent_at: Instant },
-    /// Counted again or for a round already decided: nothing changes.
+    /// Counted again, for a round already decided, or for a round the failsafe ended
+    /// after: nothing changes.
     Duplicate,
     /// The peer can reach the lock or holds the VIP: the failsafe ends now.
     Ended(EndReason),
@@ -103,7 +107,8 @@ impl Failsafe {
         let peers: BTreeSet<IpAddr> = peers.into_iter().collect();
         if peers != self.peers {
             self.peers = peers;
-            self.reset();
+            self.rounds.clear();
+            self.confirmed = None;
         }
     }
 
@@ -111,9 +116,15 @@ impl Failsafe {
         &self.peers
     }
 
-    /// Not holding any more: forget everything.
+    /// Not holding any more: no open round may count any more.
     pub fn reset(&mut self) {
-        self.rounds.clear();
+        self.kill_rounds();
+    }
+
+    fn kill_rounds(&mut self) {
+        for round in &mut self.rounds {
+            round.dead = true;
+        }
         self.confirmed = None;
     }
 
@@ -126,6 +137,7 @@ impl Failsafe {
             nonce,
             sent_at: now,
             vouched: BTreeSet::new(),
+            dead: false,
         });
         while self.rounds.len() > OPEN_ROUNDS {
             self.rounds.pop_front();
@@ -148,8 +160,7 @@ impl Failsafe {
         };
         if !answer.vouch || answer.lock_reachable || answer.holding {
             // Every open round was asked of a host that now says no: none may count later.
-            self.rounds.clear();
-            self.confirmed = None;
+            self.kill_rounds();
             let reason = if answer.holding {
                 EndReason::PeerHolds
             } else if answer.lock_reachable {
@@ -160,7 +171,7 @@ impl Failsafe {
             return Ok(Verdict::Ended(reason));
         }
         let round = &mut self.rounds[at];
-        if !round.vouched.insert(from) {
+        if round.dead || !round.vouched.insert(from) {
             return Ok(Verdict::Duplicate);
         }
         if !self.peers.iter().all(|p| round.vouched.contains(p)) {
@@ -284,8 +295,12 @@ mod tests {
             );
             // A late vouch for a round sent before the refusal does not revive it.
             assert_eq!(
+                f.on_answer(ip("192.0.2.13"), second, VOUCH),
+                Ok(Verdict::Duplicate)
+            );
+            assert_eq!(
                 f.on_answer(ip("192.0.2.13"), first, VOUCH),
-                Err(Ignored::NoRound)
+                Ok(Verdict::Duplicate)
             );
             assert_eq!(f.confirmed(), None);
             // A new round can confirm again.
