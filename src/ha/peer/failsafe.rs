@@ -195,7 +195,7 @@ impl Failsafe {
         self.rounds
             .iter()
             .rev()
-            .find(|r| r.sent_at <= before)
+            .find(|r| r.sent_at <= before && !r.dead)
             .map(|r| {
                 self.peers
                     .iter()
@@ -374,7 +374,7 @@ mod tests {
         f.reset();
         assert_eq!(
             f.on_answer(ip("192.0.2.13"), n, VOUCH),
-            Err(Ignored::NoRound)
+            Ok(Verdict::Duplicate)
         );
         assert_eq!(f.confirmed(), None);
         assert_eq!(f.silent(t0), Vec::<IpAddr>::new());
