@@ -139,6 +139,20 @@ fn mode_vrrp_runs_vrrp_even_with_a_lock_and_says_the_lock_is_unused() {
             .any(|e| e.contains("`mode: vrrp` without `peer`")),
         "{no_peers:?}"
     );
+    // A failsafe kept in the file for later is said to have no effect meanwhile.
+    let extra = "      mode: vrrp\n      failsafe:\n        key_file: /nonexistent\n";
+    let kept = config::load_str("t.yaml", &yaml(extra, ETCD, PEERS), Mode::Run).expect("loads");
+    assert_eq!(kept.plan.instances[0].failsafe, None);
+    assert!(
+        kept.warnings.iter().any(|w| w
+            .headline()
+            .contains("`failsafe` has no effect under `mode: vrrp`")),
+        "{:?}",
+        kept.warnings
+            .iter()
+            .map(|w| w.headline())
+            .collect::<Vec<_>>()
+    );
     let unknown = errors(&yaml("      mode: bgp\n", ETCD, PEERS), Mode::Run);
     assert!(
         unknown.iter().any(|e| e.contains("unknown mode `bgp`")),

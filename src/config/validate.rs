@@ -167,7 +167,16 @@ fn instance(inst: &RawInstance, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Opt
     if let Some(lock) = &lock {
         warn_unused_vrrp_keys(inst, lock, diags);
     }
+    let vrrp_mode = inst.mode.as_ref().is_some_and(|m| m.value == "vrrp");
     let failsafe = match (&inst.failsafe, &lock) {
+        // Migration: the file keeps its failsafe for when the lease is back.
+        (Some(raw), Some(_)) if vrrp_mode => {
+            diags.warning(
+                raw.pos,
+                "`failsafe` has no effect under `mode: vrrp` (no lease to keep through an outage)",
+            );
+            None
+        }
         (Some(raw), Some(lock)) => failsafe_plan(raw, lock, &peers, ctx, diags),
         _ => None,
     };
@@ -218,7 +227,7 @@ fn failsafe_plan(
         diags.error(
             raw.pos,
             "failsafe needs a lease: it keeps a lease holder's VIP through a lock outage",
-            "a kube_lock or etcd_lock (and no `mode: vrrp`) in this vip section, or no failsafe",
+            "a kube_lock or etcd_lock in this vip section, or no failsafe",
         );
         return None;
     }
