@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::failsafe::{Failsafe, Verdict};
 use super::local::LocalFacts;
-use super::wire::{Key, Kind, MAX_MESSAGE, Message, Reject, ReplayGuard};
+use super::wire::{Expect, Key, Kind, MAX_MESSAGE, Message, Reject, ReplayGuard};
 use crate::ha::status::{Alarm, HaFailure};
 use crate::ha::timing::Timing;
 
@@ -307,20 +307,13 @@ impl PeerTask {
     /// Authenticates and checks a datagram: tag, instance, signed sender = source, a
     /// configured peer, and (probes) not replayed.
     fn accept(&mut self, datagram: &[u8], source: IpAddr) -> Result<Message, Reject> {
-        let message = Message::decode(datagram, &self.key)?;
-        if message.instance != self.instance {
-            return Err(Reject::OtherInstance);
-        }
-        if message.from != source {
-            return Err(Reject::SourceMismatch);
-        }
-        if !self.settings.borrow().peers.contains(&source) {
-            return Err(Reject::UnknownPeer);
-        }
-        if message.kind == Kind::Probe {
-            self.guard.admit(&message, unix_ms())?;
-        }
-        Ok(message)
+        let peers = self.settings.borrow().peers.clone();
+        let expect = Expect {
+            key: &self.key,
+            instance: &self.instance,
+            peers: &peers,
+        };
+        expect.accept(datagram, source, &mut self.guard, unix_ms())
     }
 
     async fn answer(&mut self, probe: &Message, to: IpAddr) {

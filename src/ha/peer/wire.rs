@@ -222,6 +222,42 @@ pub fn unmapped(v6: Ipv6Addr) -> IpAddr {
     }
 }
 
+/// What a received datagram must match besides its tag.
+pub struct Expect<'a> {
+    pub key: &'a Key,
+    pub instance: &'a str,
+    /// `peer` as configured.
+    pub peers: &'a [IpAddr],
+}
+
+impl Expect<'_> {
+    /// Authenticates and checks a datagram from `source`: tag, instance, signed sender =
+    /// source, a configured peer, and (probes) neither replayed nor stale. Replies are
+    /// checked for freshness by their nonce ([`super::failsafe`]).
+    pub fn accept(
+        &self,
+        datagram: &[u8],
+        source: IpAddr,
+        guard: &mut ReplayGuard,
+        now_unix_ms: u64,
+    ) -> Result<Message, Reject> {
+        let message = Message::decode(datagram, self.key)?;
+        if message.instance != self.instance {
+            return Err(Reject::OtherInstance);
+        }
+        if message.from != source {
+            return Err(Reject::SourceMismatch);
+        }
+        if !self.peers.contains(&source) {
+            return Err(Reject::UnknownPeer);
+        }
+        if message.kind == Kind::Probe {
+            guard.admit(&message, now_unix_ms)?;
+        }
+        Ok(message)
+    }
+}
+
 /// Per sender: the newest (epoch, seq) accepted, so a replayed message is refused, and a
 /// timestamp window, so a message from an old epoch (a process that has since restarted)
 /// cannot be replayed as if it were new.
@@ -363,6 +399,58 @@ mod tests {
         let decoded = Message::decode(&m.encode(&key), &key).expect("valid");
         let holder = decoded.holder_seen.expect("holder");
         assert!(holder.len() <= MAX_NAME && holder.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn spoofed_sources_strangers_other_instances_and_replayed_probes_are_refused() {
+        let key = key();
+        let peers: Vec<IpAddr> = ["192.0.2.11", "192.0.2.12"]
+            .iter()
+            .map(|s| s.parse().expect("address"))
+            .collect();
+        let expect = Expect {
+            key: &key,
+            instance: "vip-1",
+            peers: &peers,
+        };
+        let mut guard = ReplayGuard::new(Duration::from_secs(30));
+        let m = probe();
+        let bytes = m.encode(&key);
+        let now = m.unix_ms;
+        let other: IpAddr = "192.0.2.12".parse().expect("address");
+        // A peer's genuine message re-sent from another peer's address.
+        assert_eq!(
+            expect.accept(&bytes, other, &mut guard, now),
+            Err(Reject::SourceMismatch)
+        );
+        assert_eq!(
+            expect.accept(&bytes, m.from, &mut guard, now),
+            Ok(m.clone())
+        );
+        assert_eq!(
+            expect.accept(&bytes, m.from, &mut guard, now),
+            Err(Reject::Replayed)
+        );
+        let mut stranger = m.clone();
+        stranger.from = "192.0.2.66".parse().expect("address");
+        stranger.seq = 9;
+        assert_eq!(
+            expect.accept(&stranger.encode(&key), stranger.from, &mut guard, now),
+            Err(Reject::UnknownPeer)
+        );
+        let mut elsewhere = m.clone();
+        elsewhere.instance = "vip-2".into();
+        elsewhere.seq = 10;
+        assert_eq!(
+            expect.accept(&elsewhere.encode(&key), m.from, &mut guard, now),
+            Err(Reject::OtherInstance)
+        );
+        // Replies are not sequence-checked here (reordering is normal); their nonce is.
+        let mut reply = m.clone();
+        reply.kind = Kind::Reply(Answer::default());
+        let reply_bytes = reply.encode(&key);
+        assert!(expect.accept(&reply_bytes, m.from, &mut guard, now).is_ok());
+        assert!(expect.accept(&reply_bytes, m.from, &mut guard, now).is_ok());
     }
 
     #[test]
