@@ -162,6 +162,10 @@ fn compare(before: &Instance, after: &Instance) -> Option<InstanceChange> {
     if before.id != after.id {
         moved.push("id");
     }
+    if before.failsafe != after.failsafe {
+        // The peer channel is opened with the instance: restart it under the new key/port.
+        moved.push("failsafe");
+    }
     if !moved.is_empty() {
         return Some(InstanceChange::Moved(moved));
     }

@@ -38,6 +38,10 @@ pub struct Instance {
     /// `vip.peer`: the other LB hosts (keepalived unicast peers).
     pub peers: Vec<IpAddr>,
     pub lock: LockPlan,
+    /// `vip.failsafe` (alive-proxy addition, off unless given): with a lock and peers, the
+    /// holder keeps the VIP through a lock outage while every peer confirms it too cannot
+    /// reach the lock and does not hold the VIP.
+    pub failsafe: Option<FailsafePlan>,
     /// One per `ipvs.ports[]` entry, i.e. one per VIP:port (keepalived virtual_server).
     pub services: Vec<Service>,
 }
@@ -130,6 +134,22 @@ pub struct VrrpPlan {
 impl VrrpPlan {
     pub const DEFAULT_PRIORITY: u8 = 100;
     pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// The lock-outage failsafe's channel among the peers (docs/ha.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailsafePlan {
+    /// `failsafe.key_file`: the HMAC-SHA256 key shared by the LB hosts (its bytes, at least
+    /// 16). The plan holds the path only, so `check --json` never prints the key.
+    pub key_file: PathBuf,
+    /// `failsafe.port` (default [`FailsafePlan::DEFAULT_PORT`]): UDP, on every LB host.
+    pub port: u16,
+}
+
+impl FailsafePlan {
+    pub const DEFAULT_PORT: u16 = 7411;
+    /// Shortest key accepted (bytes of the file, surrounding whitespace not counted).
+    pub const MIN_KEY: usize = 16;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -36,6 +36,10 @@ pub struct RawInstance {
     pub bgp: Option<RawBgp>,
     pub kube_lock: Option<RawKube>,
     pub etcd_lock: Option<RawEtcd>,
+    /// `vip.failsafe` (alive-proxy addition): the lock-outage failsafe among the peers.
+    pub failsafe: Option<RawFailsafe>,
+    /// `vip.mode` (alive-proxy addition): `vrrp` runs VRRP even with a lock (migration).
+    pub mode: Option<Spanned<String>>,
     pub ips: Vec<Spanned<IpAddr>>,
     /// Where `ipvs.ips` is (for "no backends" errors).
     pub ips_pos: Pos,
@@ -84,6 +88,13 @@ pub struct RawKube {
     pub kubecfgs: Vec<Spanned<String>>,
     pub lease_name: Option<Spanned<String>>,
     pub namespace: Option<Spanned<String>>,
+}
+
+#[derive(Debug)]
+pub struct RawFailsafe {
+    pub pos: Pos,
+    pub key_file: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
 }
 
 #[derive(Debug)]
@@ -359,6 +370,8 @@ const VIP_KEYS: &[&str] = &[
     "nopreempt",
     "preempt_delay",
     "bgp",
+    "failsafe",
+    "mode",
 ];
 const BGP_KEYS: &[&str] = &[
     "table",
@@ -369,6 +382,7 @@ const BGP_KEYS: &[&str] = &[
 ];
 const KUBE_KEYS: &[&str] = &["kubecfgs", "lease_name", "namespace"];
 const ETCD_KEYS: &[&str] = &["endpoints", "key"];
+const FAILSAFE_KEYS: &[&str] = &["key_file", "port"];
 const IPVS_KEYS: &[&str] = &["ips", "ports"];
 const PORT_KEYS: &[&str] = &[
     "port",
@@ -470,6 +484,8 @@ fn instance(node: &Node, diags: &mut Diags<'_>) -> RawInstance {
         bgp: None,
         kube_lock: None,
         etcd_lock: None,
+        failsafe: None,
+        mode: None,
         ips: Vec::new(),
         ips_pos: node.pos,
         ports: Vec::new(),
@@ -543,6 +559,12 @@ fn vip_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {
     }
     if let Some(n) = m.get("bgp") {
         inst.bgp = bgp(n, diags);
+    }
+    if let Some(n) = m.get("failsafe") {
+        inst.failsafe = failsafe(n, diags);
+    }
+    if let Some(n) = m.get("mode") {
+        inst.mode = string(n, "mode", diags);
     }
     vrrp_keys(&mut m, &mut inst.vrrp, diags);
     m.finish("vip", VIP_KEYS, diags);
@@ -680,6 +702,31 @@ fn etcd_lock(node: &Node, diags: &mut Diags<'_>) -> Option<RawEtcd> {
     }
     m.finish("etcd_lock", ETCD_KEYS, diags);
     Some(etcd)
+}
+
+fn failsafe(node: &Node, diags: &mut Diags<'_>) -> Option<RawFailsafe> {
+    let mut m = MapReader::new(node, "failsafe", diags)?;
+    let mut failsafe = RawFailsafe {
+        pos: node.pos,
+        key_file: None,
+        port: None,
+    };
+    match m.get("key_file") {
+        Some(n) => failsafe.key_file = string(n, "failsafe.key_file", diags),
+        None => diags.error(
+            node.pos,
+            "failsafe has no `key_file`",
+            "`key_file:` naming the file with the key shared by the LB hosts",
+        ),
+    }
+    if let Some(n) = m.get("port") {
+        failsafe.port = int(n, "failsafe.port", 1, 65535, diags).map(|v| Spanned {
+            value: v.value as u16,
+            pos: v.pos,
+        });
+    }
+    m.finish("failsafe", FAILSAFE_KEYS, diags);
+    Some(failsafe)
 }
 
 fn ipvs_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {

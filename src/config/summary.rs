@@ -146,6 +146,14 @@ fn instance(out: &mut String, inst: &Instance) {
             ""
         }
     );
+    if let Some(f) = &inst.failsafe {
+        let _ = writeln!(
+            out,
+            "  failsafe: on, UDP port {}, key {} (through a lock outage the holder keeps the VIP while every peer confirms it)",
+            f.port,
+            f.key_file.display()
+        );
+    }
     for svc in &inst.services {
         service(out, svc);
     }

@@ -294,6 +294,7 @@ mod tests {
                 check_timeout: Duration::from_secs(3),
                 peers: Vec::new(),
                 lock: LockPlan::None,
+                failsafe: None,
                 services: vec![service],
             }],
             admin: AdminPlan {

@@ -18,6 +18,8 @@
 //!   gratuitous ARP / unsolicited NA and the watch for other hosts claiming a held VIP.
 //! - [`forward`]: the new holder's nftables forwarding of a handed-over VIP's sessions to
 //!   the previous holder.
+//! - [`peer`]: the lock-outage failsafe: an authenticated UDP channel among the peers of a
+//!   leased instance, and the rule by which their answers extend the holder's hold.
 //! - [`vrrp`]: VRRPv3 among the peers when no lock is configured (RFC 5798, keepalived
 //!   interoperable): packet, state machine, raw sockets, driver.
 //! - [`bgp`]: BGP mode: the VIP on `lo` and its route announced through BIRD while every
@@ -37,6 +39,7 @@ pub mod keeper;
 pub mod lease;
 pub mod online;
 pub mod ownership;
+pub mod peer;
 pub mod status;
 pub mod supervisor;
 pub mod timing;

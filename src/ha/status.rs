@@ -178,10 +178,18 @@ pub enum HaFailure {
     RouteRemove,
     /// BGP mode: the routing daemon's control socket did not answer.
     Daemon,
+    /// A failsafe peer message was dropped (malformed, unauthenticated, replayed, from a
+    /// host not in `peer`, or answering no open round).
+    PeerMessage,
+    /// Sending a failsafe peer message failed.
+    PeerSend,
+    /// The failsafe stopped extending the holder's hold (a peer reaches the lock, holds the
+    /// VIP, or stopped answering).
+    FailsafeEnded,
 }
 
 impl HaFailure {
-    pub const ALL: [HaFailure; 13] = [
+    pub const ALL: [HaFailure; 16] = [
         HaFailure::LeaseRead,
         HaFailure::LeaseWrite,
         HaFailure::DeadlineMissed,
@@ -195,6 +203,9 @@ impl HaFailure {
         HaFailure::RouteAdd,
         HaFailure::RouteRemove,
         HaFailure::Daemon,
+        HaFailure::PeerMessage,
+        HaFailure::PeerSend,
+        HaFailure::FailsafeEnded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -212,6 +223,9 @@ impl HaFailure {
             HaFailure::RouteAdd => "route_add",
             HaFailure::RouteRemove => "route_remove",
             HaFailure::Daemon => "daemon",
+            HaFailure::PeerMessage => "peer_message",
+            HaFailure::PeerSend => "peer_send",
+            HaFailure::FailsafeEnded => "failsafe_ended",
         }
     }
 }

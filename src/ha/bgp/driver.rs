@@ -717,6 +717,7 @@ mod tests {
             check_timeout: Duration::from_secs(3),
             peers: Vec::new(),
             lock,
+            failsafe: None,
             services: Vec::new(),
         }
     }
