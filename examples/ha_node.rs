@@ -7,6 +7,7 @@
 //!         (--etcd http://192.0.2.2:2379 | --kubeconfig PATH... | --peer IP...)
 //!         [--check-interval-ms 1000] [--check-timeout-ms 3000]
 //!         [--vrid 51] [--priority 100] [--advert-int 0.1] [--nopreempt] [--preempt-delay 0]
+//!         [--failsafe-key FILE [--failsafe-port 7411]]
 //! ```
 //! Each VIP is its own instance `vip-<n>`: etcd key `/alive-proxy/leases/vip-<n>`, or Lease
 //! `kube-system/alive-proxy-vip-<n>`, or, with peers and no lock, VRRP with virtual router
@@ -19,7 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use alive_proxy::config::plan::{
-    AdminPlan, DEFAULT_ADMIN_SOCKET, EtcdLock, Instance, KubeLock, LockPlan, Plan, VrrpPlan,
+    AdminPlan, DEFAULT_ADMIN_SOCKET, EtcdLock, FailsafePlan, Instance, KubeLock, LockPlan, Plan,
+    VrrpPlan,
 };
 use alive_proxy::ha::{HaOptions, HaSupervisor, host_identity};
 use alive_proxy::stats::StatsRegistry;
@@ -58,6 +60,11 @@ struct Args {
     /// Seconds.
     #[arg(long, default_value_t = 0.0)]
     preempt_delay: f64,
+    /// With a lock and peers: the lock-outage failsafe among the peers, with this key.
+    #[arg(long)]
+    failsafe_key: Option<PathBuf>,
+    #[arg(long, default_value_t = FailsafePlan::DEFAULT_PORT)]
+    failsafe_port: u16,
     /// Write the instances' state here as JSON every 100 ms.
     #[arg(long)]
     status_file: Option<PathBuf>,
@@ -106,6 +113,10 @@ fn plan(args: &Args) -> Plan {
                 check_interval: Duration::from_millis(args.check_interval_ms),
                 check_timeout: Duration::from_millis(args.check_timeout_ms),
                 peers,
+                failsafe: args.failsafe_key.as_ref().map(|key_file| FailsafePlan {
+                    key_file: key_file.clone(),
+                    port: args.failsafe_port,
+                }),
                 services: Vec::new(),
             }
         })

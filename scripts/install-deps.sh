@@ -26,9 +26,10 @@ test_world=(
   prometheus                                     # promtool checks /metrics
   tcpdump arping wrk
   debootstrap                                    # the Docker image test's base image (no registry)
+  bird2                                          # BGP mode's routing daemon (docs/bgp.md, tests/ha_bgp.rs)
 )
 # Units of the daemons above, kept from starting at boot when this script installs them.
-daemon_units=(nginx haproxy etcd prometheus keepalived)
+daemon_units=(nginx haproxy etcd prometheus keepalived bird)
 case "$purpose" in
   build) packages=("${build[@]}") ;;
   demo) packages=("${build[@]}" "${demo[@]}") ;;
@@ -57,7 +58,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     for unit in "${daemon_units[@]}"; do
       for p in "${missing[@]}"; do
         # Only units of packages installed just now: an operator's own choices stay.
-        case "$p" in "$unit"|"$unit"-*) systemctl disable --quiet "$unit" 2>/dev/null || true ;; esac
+        case "$p" in "$unit"|"$unit"-*|"$unit"2) systemctl disable --quiet "$unit" 2>/dev/null || true ;; esac
       done
     done
   fi

@@ -16,10 +16,14 @@
 //! - [`stats`]: the counters merged with health and HA state for `alive-proxy stats`, the
 //!   admin socket and Prometheus `/metrics`.
 //!
-//! Dependencies point one way: config and counters at the bottom, then data plane, health
-//! and HA (which report upward through small observer traits and never import each other
-//! or stats), then stats, then the app.
 //! - [`notify`]: sd_notify(3) readiness, reload and stop notices for `Type=notify` units.
+//! - [`check`], [`app`]: the commands `check` and `run`, which put all of the above together.
+//!
+//! Dependencies point one way: config, counters and daemon at the bottom; then health, then
+//! the data plane (which implements health's `HealthSink` and sends it `PassiveEvent`s:
+//! health defines that seam and never imports the data plane), and HA, which imports
+//! neither; all three report upward through small observer traits and never import stats;
+//! then stats; then the app.
 //!
 //! The control plane (tokio) and the data plane (monoio) meet in three places only: the
 //! routing snapshot (arc-swap), per-worker stats, and a command channel per worker.
@@ -29,6 +33,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod counters;
 pub mod daemon;

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             config,
             json,
             online,
-        } => alive_proxy::config::check::run_check(&config, json, online)
+        } => alive_proxy::check::run_check(&config, json, online)
             .with_context(|| format!("check {}", config.display())),
         Command::Stats(args) => alive_proxy::stats::cli::run(args).context("stats"),
         Command::Version => {

@@ -472,3 +472,45 @@ fn check_says_what_holds_each_vip() {
         "{text}"
     );
 }
+
+#[test]
+fn bgp_block_selects_bgp_mode_with_its_keys_and_defaults() {
+    let loaded = load_valid("bgp.yaml");
+    let plan = &loaded.plan;
+    match &plan.instances[0].lock {
+        LockPlan::Bgp(b) => {
+            assert_eq!(b.table, 1061);
+            assert_eq!(b.hold_down, Duration::from_millis(2500));
+            assert_eq!(b.withdraw_wait, Duration::ZERO);
+            assert_eq!(b.bird_socket, Path::new("/run/bird/lb.ctl"));
+            assert_eq!(b.protocols, ["uplink4", "uplink_b"]);
+        }
+        other => panic!("BGP expected, got {other:?}"),
+    }
+    match &plan.instances[1].lock {
+        LockPlan::Bgp(b) => {
+            assert_eq!(b.table, 161);
+            assert_eq!(b.hold_down, Duration::from_secs(5));
+            assert_eq!(b.withdraw_wait, Duration::from_secs(5));
+            assert_eq!(b.bird_socket, Path::new("/run/bird/bird.ctl"));
+            assert!(b.protocols.is_empty());
+        }
+        other => panic!("BGP expected, got {other:?}"),
+    }
+    assert_eq!(
+        plan.instances[2].lock,
+        LockPlan::None,
+        "no bgp block: the seed's meaning"
+    );
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.headline()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].ends_with("bgp.yaml:10:17: warning: `priority` has no effect: VRRP runs only with a `peer` list and no lock, and this VIP is held by every healthy host over BGP (`bgp`)"),
+        "{warnings:?}"
+    );
+    let text = config::summary::render(plan, loaded.warnings.len());
+    assert!(
+        text.contains("held by: every healthy host, announced over BGP by BIRD (route in kernel table 1061, hold_down 2.5s, withdraw_wait 0s, control socket /run/bird/lb.ctl)"),
+        "{text}"
+    );
+}

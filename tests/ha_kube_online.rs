@@ -33,6 +33,7 @@ fn plan(kubeconfigs: Vec<PathBuf>) -> Plan {
                 lease_name: "alive-proxy-vip1".into(),
                 namespace: NS.into(),
             }),
+            failsafe: None,
             services: Vec::new(),
         }],
         admin: AdminPlan {

@@ -103,6 +103,7 @@ fn failing_vip_removal_keeps_the_lease_until_the_vip_is_gone() {
                     endpoints: vec![endpoint.clone()],
                     key: "/alive-proxy/leases/vip-0".into(),
                 }),
+                failsafe: None,
                 services: Vec::new(),
             };
             let vip = FailingRemoval {

@@ -27,6 +27,7 @@ fn instance(name: &str, vip: &str) -> Instance {
         check_timeout: Duration::from_secs(3),
         peers: Vec::new(),
         lock: LockPlan::None,
+        failsafe: None,
         services: Vec::new(),
     }
 }

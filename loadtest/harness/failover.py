@@ -156,7 +156,9 @@ class AliveMode:
 class KeepalivedMode:
     """The reference: keepalived's VRRP (unicast, advert_int 1) moves the VIP; HAProxy on
     each LB host (bound to 0.0.0.0, so it serves the VIP wherever it is) spreads over the
-    ALB nodes with its own checks of port 1936."""
+    ALB nodes with its own checks of port 1936. Equal priorities and `nopreempt`, like the
+    alive-proxy VRRP mode's equal default priorities: a host whose link comes back stays
+    backup, so no preemption moves the VIP (and cuts the long connections) between events."""
 
     name = "keepalived"
 
@@ -193,7 +195,8 @@ vrrp_instance bench {{
     state BACKUP
     interface eth0
     virtual_router_id 51
-    priority {150 if host == 'lb1' else 100}
+    priority 100
+    nopreempt
     advert_int 1
     unicast_src_ip {LBS[host]}
     unicast_peer {{

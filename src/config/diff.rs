@@ -162,6 +162,10 @@ fn compare(before: &Instance, after: &Instance) -> Option<InstanceChange> {
     if before.id != after.id {
         moved.push("id");
     }
+    if before.failsafe != after.failsafe {
+        // The peer channel is opened with the instance: restart it under the new key/port.
+        moved.push("failsafe");
+    }
     if !moved.is_empty() {
         return Some(InstanceChange::Moved(moved));
     }
@@ -190,6 +194,9 @@ fn compare(before: &Instance, after: &Instance) -> Option<InstanceChange> {
                 retuned.push("preempt");
             }
         }
+        (LockPlan::Bgp(a), LockPlan::Bgp(b)) if a != b => {
+            retuned.push("bgp");
+        }
         _ => {}
     }
     if before.peers != after.peers {
@@ -210,6 +217,8 @@ fn same_lock_record(a: &LockPlan, b: &LockPlan) -> bool {
         }
         (LockPlan::Etcd(a), LockPlan::Etcd(b)) => a.key == b.key,
         (LockPlan::Vrrp(a), LockPlan::Vrrp(b)) => a.vrid == b.vrid,
+        // The route's table is its record: another table is another route.
+        (LockPlan::Bgp(a), LockPlan::Bgp(b)) => a.table == b.table,
         _ => false,
     }
 }

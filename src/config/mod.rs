@@ -4,9 +4,8 @@
 //! keepalived blocks lexed and parsed ([`keepalived`]), their positions mapped back into the
 //! YAML file → cross-field validation and defaults ([`validate`]) → [`Plan`]. Every problem
 //! becomes a [`Diagnostic`] naming file:line:column; all of them are collected in one pass.
-//! [`check`] is `alive-proxy check`, [`summary`] its human-readable output.
+//! [`summary`] is the human-readable plan that `alive-proxy check` prints.
 
-pub mod check;
 pub mod diagnostic;
 pub mod diff;
 pub mod file;

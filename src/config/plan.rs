@@ -38,6 +38,10 @@ pub struct Instance {
     /// `vip.peer`: the other LB hosts (keepalived unicast peers).
     pub peers: Vec<IpAddr>,
     pub lock: LockPlan,
+    /// `vip.failsafe` (alive-proxy addition, off unless given): with a lock and peers, the
+    /// holder keeps the VIP through a lock outage while every peer confirms it too cannot
+    /// reach the lock and does not hold the VIP.
+    pub failsafe: Option<FailsafePlan>,
     /// One per `ipvs.ports[]` entry, i.e. one per VIP:port (keepalived virtual_server).
     pub services: Vec<Service>,
 }
@@ -78,6 +82,37 @@ pub enum LockPlan {
     Etcd(EtcdLock),
     /// No lock and a `peer` list: VRRPv3 (RFC 5798) among the peers, as keepalived does.
     Vrrp(VrrpPlan),
+    /// `vip.bgp` (alive-proxy addition): active-active. Every host able to serve has the VIP
+    /// announced over BGP by the local routing daemon (BIRD 2); the upstream router's ECMP
+    /// spreads clients over them (docs/bgp.md).
+    Bgp(BgpPlan),
+}
+
+/// BGP mode of one instance (keys under `vip.bgp:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BgpPlan {
+    /// `bgp.table` (default 161): the kernel routing table alive-proxy puts the VIP's
+    /// /32 or /128 route in and BIRD's `kernel` protocol learns from. Never main/local.
+    pub table: u32,
+    /// `bgp.hold_down` (default 5 s): how long quorum must be back before the route is
+    /// announced again, so a backend flapping at the edge does not flap the route.
+    pub hold_down: Duration,
+    /// `bgp.withdraw_wait` (default 5 s): at stop, how long to wait for BIRD to stop
+    /// exporting the route before draining anyway.
+    pub withdraw_wait: Duration,
+    /// `bgp.bird_socket` (default `/run/bird/bird.ctl`): BIRD's control socket, read for
+    /// session and route state.
+    pub bird_socket: PathBuf,
+    /// `bgp.protocols`: BIRD protocol names whose sessions are reported; empty = every BGP
+    /// protocol BIRD runs.
+    pub protocols: Vec<String>,
+}
+
+impl BgpPlan {
+    pub const DEFAULT_TABLE: u32 = 161;
+    pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(5);
+    pub const DEFAULT_WITHDRAW_WAIT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_BIRD_SOCKET: &'static str = "/run/bird/bird.ctl";
 }
 
 /// VRRPv3 settings of one instance (optional keys under `vip:`, keepalived's defaults).
@@ -99,6 +134,22 @@ pub struct VrrpPlan {
 impl VrrpPlan {
     pub const DEFAULT_PRIORITY: u8 = 100;
     pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// The lock-outage failsafe's channel among the peers (docs/ha.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailsafePlan {
+    /// `failsafe.key_file`: the HMAC-SHA256 key shared by the LB hosts (its bytes, at least
+    /// 16). The plan holds the path only, so `check --json` never prints the key.
+    pub key_file: PathBuf,
+    /// `failsafe.port` (default [`FailsafePlan::DEFAULT_PORT`]): UDP, on every LB host.
+    pub port: u16,
+}
+
+impl FailsafePlan {
+    pub const DEFAULT_PORT: u16 = 7411;
+    /// Shortest key accepted (bytes of the file, surrounding whitespace not counted).
+    pub const MIN_KEY: usize = 16;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

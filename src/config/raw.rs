@@ -33,8 +33,13 @@ pub struct RawInstance {
     /// Where `vip.peer` is (VRRP errors point at it).
     pub peers_pos: Option<Pos>,
     pub vrrp: RawVrrp,
+    pub bgp: Option<RawBgp>,
     pub kube_lock: Option<RawKube>,
     pub etcd_lock: Option<RawEtcd>,
+    /// `vip.failsafe` (alive-proxy addition): the lock-outage failsafe among the peers.
+    pub failsafe: Option<RawFailsafe>,
+    /// `vip.mode` (alive-proxy addition): `vrrp` runs VRRP even with a lock (migration).
+    pub mode: Option<Spanned<String>>,
     pub ips: Vec<Spanned<IpAddr>>,
     /// Where `ipvs.ips` is (for "no backends" errors).
     pub ips_pos: Pos,
@@ -66,12 +71,30 @@ impl RawVrrp {
     }
 }
 
+/// `vip.bgp:` (alive-proxy addition): BGP mode and its settings.
+#[derive(Debug)]
+pub struct RawBgp {
+    pub pos: Pos,
+    pub table: Option<Spanned<u64>>,
+    pub hold_down: Option<Duration>,
+    pub withdraw_wait: Option<Duration>,
+    pub bird_socket: Option<Spanned<String>>,
+    pub protocols: Vec<Spanned<String>>,
+}
+
 #[derive(Debug)]
 pub struct RawKube {
     pub pos: Pos,
     pub kubecfgs: Vec<Spanned<String>>,
     pub lease_name: Option<Spanned<String>>,
     pub namespace: Option<Spanned<String>>,
+}
+
+#[derive(Debug)]
+pub struct RawFailsafe {
+    pub pos: Pos,
+    pub key_file: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
 }
 
 #[derive(Debug)]
@@ -346,9 +369,20 @@ const VIP_KEYS: &[&str] = &[
     "preempt",
     "nopreempt",
     "preempt_delay",
+    "bgp",
+    "failsafe",
+    "mode",
+];
+const BGP_KEYS: &[&str] = &[
+    "table",
+    "hold_down",
+    "withdraw_wait",
+    "bird_socket",
+    "protocols",
 ];
 const KUBE_KEYS: &[&str] = &["kubecfgs", "lease_name", "namespace"];
 const ETCD_KEYS: &[&str] = &["endpoints", "key"];
+const FAILSAFE_KEYS: &[&str] = &["key_file", "port"];
 const IPVS_KEYS: &[&str] = &["ips", "ports"];
 const PORT_KEYS: &[&str] = &[
     "port",
@@ -447,8 +481,11 @@ fn instance(node: &Node, diags: &mut Diags<'_>) -> RawInstance {
         peers: Vec::new(),
         peers_pos: None,
         vrrp: RawVrrp::default(),
+        bgp: None,
         kube_lock: None,
         etcd_lock: None,
+        failsafe: None,
+        mode: None,
         ips: Vec::new(),
         ips_pos: node.pos,
         ports: Vec::new(),
@@ -520,6 +557,15 @@ fn vip_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {
     if let Some(n) = m.get("etcd_lock") {
         inst.etcd_lock = etcd_lock(n, diags);
     }
+    if let Some(n) = m.get("bgp") {
+        inst.bgp = bgp(n, diags);
+    }
+    if let Some(n) = m.get("failsafe") {
+        inst.failsafe = failsafe(n, diags);
+    }
+    if let Some(n) = m.get("mode") {
+        inst.mode = string(n, "mode", diags);
+    }
     vrrp_keys(&mut m, &mut inst.vrrp, diags);
     m.finish("vip", VIP_KEYS, diags);
 }
@@ -550,6 +596,44 @@ fn vrrp_keys(m: &mut MapReader<'_>, vrrp: &mut RawVrrp, diags: &mut Diags<'_>) {
         vrrp.preempt_delay =
             seconds_or_zero(n, "preempt_delay", 1000, diags).map(|d| spanned(n, d));
     }
+}
+
+fn bgp(node: &Node, diags: &mut Diags<'_>) -> Option<RawBgp> {
+    // `bgp: {}` (or `bgp:` with nothing under it) turns BGP mode on with every default.
+    let empty = matches!(&node.kind, NodeKind::Map(pairs) if pairs.is_empty());
+    let mut raw = RawBgp {
+        pos: node.pos,
+        table: None,
+        hold_down: None,
+        withdraw_wait: None,
+        bird_socket: None,
+        protocols: Vec::new(),
+    };
+    if empty {
+        return Some(raw);
+    }
+    let mut m = MapReader::new(node, "bgp", diags)?;
+    if let Some(n) = m.get("table") {
+        raw.table = int(n, "bgp.table", 1, u64::from(u32::MAX), diags);
+    }
+    if let Some(n) = m.get("hold_down") {
+        // 0 is allowed: re-announce as soon as quorum is back (the operator's choice).
+        raw.hold_down = seconds_or_zero(n, "bgp.hold_down", 3600, diags);
+    }
+    if let Some(n) = m.get("withdraw_wait") {
+        raw.withdraw_wait = seconds_or_zero(n, "bgp.withdraw_wait", 600, diags);
+    }
+    if let Some(n) = m.get("bird_socket") {
+        raw.bird_socket = string(n, "bgp.bird_socket", diags);
+    }
+    if let Some(n) = m.get("protocols") {
+        raw.protocols = seq(n, "bgp.protocols", diags)
+            .iter()
+            .filter_map(|p| string(p, "a bgp.protocols entry", diags))
+            .collect();
+    }
+    m.finish("bgp", BGP_KEYS, diags);
+    Some(raw)
 }
 
 fn kube_lock(node: &Node, diags: &mut Diags<'_>) -> Option<RawKube> {
@@ -618,6 +702,31 @@ fn etcd_lock(node: &Node, diags: &mut Diags<'_>) -> Option<RawEtcd> {
     }
     m.finish("etcd_lock", ETCD_KEYS, diags);
     Some(etcd)
+}
+
+fn failsafe(node: &Node, diags: &mut Diags<'_>) -> Option<RawFailsafe> {
+    let mut m = MapReader::new(node, "failsafe", diags)?;
+    let mut failsafe = RawFailsafe {
+        pos: node.pos,
+        key_file: None,
+        port: None,
+    };
+    match m.get("key_file") {
+        Some(n) => failsafe.key_file = string(n, "failsafe.key_file", diags),
+        None => diags.error(
+            node.pos,
+            "failsafe has no `key_file`",
+            "`key_file:` naming the file with the key shared by the LB hosts",
+        ),
+    }
+    if let Some(n) = m.get("port") {
+        failsafe.port = int(n, "failsafe.port", 1, 65535, diags).map(|v| Spanned {
+            value: v.value as u16,
+            pos: v.pos,
+        });
+    }
+    m.finish("failsafe", FAILSAFE_KEYS, diags);
+    Some(failsafe)
 }
 
 fn ipvs_section(node: &Node, inst: &mut RawInstance, diags: &mut Diags<'_>) {

@@ -114,6 +114,16 @@ fn instance(out: &mut String, inst: &Instance) {
                 let _ = writeln!(out, "    kubeconfig {}: {}", i + 1, cfg.display());
             }
         }
+        LockPlan::Bgp(b) => {
+            let _ = writeln!(
+                out,
+                "  held by: every healthy host, announced over BGP by BIRD (route in kernel table {}, hold_down {}, withdraw_wait {}, control socket {})",
+                b.table,
+                secs(b.hold_down),
+                secs(b.withdraw_wait),
+                b.bird_socket.display()
+            );
+        }
         LockPlan::Etcd(e) => {
             let _ = writeln!(out, "  lease: etcd key {}, {timing}", e.key);
             for (i, ep) in e.endpoints.iter().enumerate() {
@@ -136,6 +146,14 @@ fn instance(out: &mut String, inst: &Instance) {
             ""
         }
     );
+    if let Some(f) = &inst.failsafe {
+        let _ = writeln!(
+            out,
+            "  failsafe: on, UDP port {}, key {} (through a lock outage the holder keeps the VIP while every peer confirms it)",
+            f.port,
+            f.key_file.display()
+        );
+    }
     for svc in &inst.services {
         service(out, svc);
     }

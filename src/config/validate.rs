@@ -12,7 +12,7 @@ use super::Mode;
 use super::diagnostic::{Diags, Pos};
 use super::keepalived::{self, Checker, CheckerKind, Granularity, RealServer, VirtualServer};
 use super::plan::*;
-use super::raw::{RawFile, RawInstance, RawPort};
+use super::raw::{RawBgp, RawFile, RawInstance, RawPort};
 
 /// keepalived's defaults (check_data.c `alloc_vs`).
 const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
@@ -36,6 +36,7 @@ pub fn build(raw: RawFile, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Plan {
     let mut seen_vips: HashMap<IpAddr, Pos> = HashMap::new();
     let mut seen_ids: HashMap<u8, Pos> = HashMap::new();
     let mut seen_names: HashMap<String, Pos> = HashMap::new();
+    let mut seen_failsafe_ports: HashMap<(bool, u16), String> = HashMap::new();
     for inst in &raw.instances {
         if let Some(vip) = inst.vip
             && let Some(first) = seen_vips.insert(vip.value, vip.pos)
@@ -56,6 +57,19 @@ pub fn build(raw: RawFile, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Plan {
             );
         }
         if let Some(plan) = instance(inst, ctx, diags) {
+            if let Some(failsafe) = &plan.failsafe
+                && let Some(first) = seen_failsafe_ports
+                    .insert((plan.vip.is_ipv4(), failsafe.port), plan.name.clone())
+            {
+                diags.error(
+                    inst.failsafe.as_ref().map_or(inst.pos, |f| f.pos),
+                    format!(
+                        "failsafe port {} is already used by instance `{first}` of the same address family",
+                        failsafe.port
+                    ),
+                    "a different `failsafe.port` for each instance of one address family",
+                );
+            }
             match seen_names.get(&plan.name) {
                 Some(first) => diags.error(
                     inst.name.as_ref().map(|n| n.pos).unwrap_or(inst.pos),
@@ -153,6 +167,19 @@ fn instance(inst: &RawInstance, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Opt
     if let Some(lock) = &lock {
         warn_unused_vrrp_keys(inst, lock, diags);
     }
+    let vrrp_mode = inst.mode.as_ref().is_some_and(|m| m.value == "vrrp");
+    let failsafe = match (&inst.failsafe, &lock) {
+        // Migration: the file keeps its failsafe for when the lease is back.
+        (Some(raw), Some(_)) if vrrp_mode => {
+            diags.warning(
+                raw.pos,
+                "`failsafe` has no effect under `mode: vrrp` (no lease to keep through an outage)",
+            );
+            None
+        }
+        (Some(raw), Some(lock)) => failsafe_plan(raw, lock, &peers, ctx, diags),
+        _ => None,
+    };
     let backends_ok = backends_valid(inst, family, diags);
     let mut services = Vec::new();
     let mut seen_ports: HashMap<u16, Pos> = HashMap::new();
@@ -182,7 +209,64 @@ fn instance(inst: &RawInstance, ctx: &Context<'_>, diags: &mut Diags<'_>) -> Opt
         check_timeout: inst.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT),
         peers,
         lock: lock?,
+        failsafe,
         services,
+    })
+}
+
+/// `vip.failsafe`: only meaningful with a lease (a lock) and someone to confirm (peers).
+/// The key file is read here so a missing or short key stops `run` before anything starts.
+fn failsafe_plan(
+    raw: &super::raw::RawFailsafe,
+    lock: &LockPlan,
+    peers: &[IpAddr],
+    ctx: &Context<'_>,
+    diags: &mut Diags<'_>,
+) -> Option<FailsafePlan> {
+    if !matches!(lock, LockPlan::Kube(_) | LockPlan::Etcd(_)) {
+        diags.error(
+            raw.pos,
+            "failsafe needs a lease: it keeps a lease holder's VIP through a lock outage",
+            "a kube_lock or etcd_lock in this vip section, or no failsafe",
+        );
+        return None;
+    }
+    if peers.is_empty() {
+        diags.error(
+            raw.pos,
+            "failsafe needs `peer`: the other LB hosts are who must confirm the outage",
+            "`peer: [...]` with the LB hosts' addresses",
+        );
+        return None;
+    }
+    let key = raw.key_file.as_ref()?;
+    let key_file = match ctx.base_dir {
+        Some(base) if Path::new(&key.value).is_relative() => base.join(&key.value),
+        _ => PathBuf::from(&key.value),
+    };
+    let problem = match std::fs::read(&key_file) {
+        Ok(bytes) if bytes.trim_ascii().len() >= FailsafePlan::MIN_KEY => None,
+        Ok(_) => Some(format!(
+            "failsafe key file {} holds fewer than {} bytes",
+            key_file.display(),
+            FailsafePlan::MIN_KEY
+        )),
+        Err(e) => Some(format!(
+            "failsafe key file {} cannot be read: {e}",
+            key_file.display()
+        )),
+    };
+    if let Some(message) = problem {
+        diags.problem(
+            ctx.mode == Mode::Run,
+            key.pos,
+            message,
+            "a file with the same secret on every LB host, e.g. `openssl rand -base64 32 > FILE`",
+        );
+    }
+    Some(FailsafePlan {
+        key_file,
+        port: raw.port.map_or(FailsafePlan::DEFAULT_PORT, |p| p.value),
     })
 }
 
@@ -238,6 +322,47 @@ fn lock_plan(
     ctx: &Context<'_>,
     diags: &mut Diags<'_>,
 ) -> Option<LockPlan> {
+    if let Some(bgp) = &inst.bgp {
+        if let Some(mode) = inst.mode.as_ref().filter(|m| m.value != "lease") {
+            diags.error(
+                mode.pos,
+                format!("`mode: {}` together with `bgp`", mode.value),
+                "one of them: `bgp` announces the VIP from every healthy host, `mode: vrrp` moves it between hosts",
+            );
+            return None;
+        }
+        return bgp_plan(inst, bgp, diags).map(LockPlan::Bgp);
+    }
+    if let Some(mode) = &inst.mode {
+        match mode.value.as_str() {
+            "lease" => {}
+            "vrrp" if inst.peers_pos.is_some() => {
+                if inst.kube_lock.is_some() || inst.etcd_lock.is_some() {
+                    diags.warning(
+                        mode.pos,
+                        "`mode: vrrp`: the lock is not used; this VIP is held by VRRP among the peers (migration from keepalived)",
+                    );
+                }
+                return vrrp_plan(inst, diags).map(LockPlan::Vrrp);
+            }
+            "vrrp" => {
+                diags.error(
+                    mode.pos,
+                    "`mode: vrrp` without `peer`",
+                    "`peer: [...]` with the LB hosts' addresses",
+                );
+                return None;
+            }
+            other => {
+                diags.error(
+                    mode.pos,
+                    format!("unknown mode `{other}`"),
+                    "`lease` (the default: the lock decides, VRRP without one) or `vrrp` (VRRP even with a lock, to share the VIP with keepalived hosts during a migration)",
+                );
+                return None;
+            }
+        }
+    }
     match (&inst.kube_lock, &inst.etcd_lock) {
         (Some(_), Some(etcd)) => {
             diags.error(
@@ -330,6 +455,85 @@ fn lock_plan(
     }
 }
 
+/// `vip.bgp`: every healthy host announces the VIP, so nothing else may decide who holds it.
+fn bgp_plan(inst: &RawInstance, bgp: &RawBgp, diags: &mut Diags<'_>) -> Option<BgpPlan> {
+    let mut ok = true;
+    let conflicts = [
+        ("kube_lock", inst.kube_lock.as_ref().map(|k| k.pos)),
+        ("etcd_lock", inst.etcd_lock.as_ref().map(|e| e.pos)),
+    ];
+    for (key, pos) in conflicts {
+        if let Some(pos) = pos {
+            diags.error(
+                pos,
+                format!(
+                    "`{key}` and `bgp` both decide who holds this VIP: with bgp every healthy host announces it"
+                ),
+                "either `bgp` (active-active over ECMP) or a lease (one host at a time)",
+            );
+            ok = false;
+        }
+    }
+    let table = match bgp.table {
+        // 253-255 are the kernel's default, main and local tables: a blackhole route there
+        // would blackhole the VIP on this host itself.
+        Some(t) if (253..=255).contains(&t.value) => {
+            diags.error(
+                t.pos,
+                format!("bgp.table {} is one of the kernel's own tables (default, main, local)", t.value),
+                "a table of alive-proxy's own, such as 161 (the default), that BIRD's kernel protocol learns",
+            );
+            ok = false;
+            0
+        }
+        Some(t) => u32::try_from(t.value).unwrap_or(BgpPlan::DEFAULT_TABLE),
+        None => BgpPlan::DEFAULT_TABLE,
+    };
+    let bird_socket = match &bgp.bird_socket {
+        Some(s) if s.value.starts_with('/') => PathBuf::from(&s.value),
+        Some(s) => {
+            diags.error(
+                s.pos,
+                format!("bgp.bird_socket `{}` is not an absolute path", s.value),
+                "BIRD's control socket, such as /run/bird/bird.ctl",
+            );
+            ok = false;
+            PathBuf::new()
+        }
+        None => PathBuf::from(BgpPlan::DEFAULT_BIRD_SOCKET),
+    };
+    for p in &bgp.protocols {
+        // BIRD symbol names; anything else could not name a protocol and would be sent to
+        // BIRD's command line as is.
+        let valid = p
+            .value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && p.value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            diags.error(
+                p.pos,
+                format!(
+                    "bgp.protocols entry `{}` is not a BIRD protocol name",
+                    p.value
+                ),
+                "a name from bird.conf such as uplink4 (letters, digits and _)",
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| BgpPlan {
+        table,
+        hold_down: bgp.hold_down.unwrap_or(BgpPlan::DEFAULT_HOLD_DOWN),
+        withdraw_wait: bgp.withdraw_wait.unwrap_or(BgpPlan::DEFAULT_WITHDRAW_WAIT),
+        bird_socket,
+        protocols: bgp.protocols.iter().map(|p| p.value.clone()).collect(),
+    })
+}
+
 /// No lock and a `peer` list: VRRP among the peers, which needs a virtual router id.
 fn vrrp_plan(inst: &RawInstance, diags: &mut Diags<'_>) -> Option<VrrpPlan> {
     let Some(id) = inst.id else {
@@ -376,6 +580,7 @@ fn warn_unused_vrrp_keys(inst: &RawInstance, lock: &LockPlan, diags: &mut Diags<
         LockPlan::None => "this host alone (no lock and no `peer`)",
         LockPlan::Kube(_) => "the kube_lock lease",
         LockPlan::Etcd(_) => "the etcd_lock lease",
+        LockPlan::Bgp(_) => "every healthy host over BGP (`bgp`)",
     };
     if let Some((key, pos)) = inst.vrrp.first_given() {
         diags.warning(

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`driver`]: io_uring detection and fallback to the legacy (epoll) driver; ring flags.
 //! - [`listener`]: SO_REUSEPORT + FREEBIND listening sockets, one per worker per VIP:port.
-//! - [`routing`]: the arc-swap routing snapshot and per-backend shared state; [`Routing`]
+//! - [`routing`]: the arc-swap routing snapshot; [`backend`]: per-backend shared state;
+//!   [`clock`]: the millisecond clock for their deadlines. [`Routing`]
 //!   is the [`HealthSink`](crate::health::HealthSink) health writes to.
 //! - [`scheduler`]: the IPVS scheduler algorithms; [`scheduling`]: the per-connection view
 //!   handed to them.
@@ -11,16 +12,17 @@
 //!   steers it.
 //! - [`session`], [`connect`], [`relay`], [`buffers`], [`pipes`], [`proxy_header`]: one client
 //!   connection.
-//! - [`passive`]: connect failures reported to health.
+//! - Connect failures go to health as [`PassiveEvent`]s, health's type.
 //!
 //! [`Dataplane`] is the handle the control plane holds: start, reload, stop.
 
+pub mod backend;
 pub mod buffers;
+pub mod clock;
 pub mod command;
 pub mod connect;
 pub mod driver;
 pub mod listener;
-pub mod passive;
 pub mod pipes;
 pub mod proxy_header;
 pub mod relay;
@@ -40,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
 
+pub use crate::health::PassiveEvent;
 pub use driver::{DriverChoice, DriverKind};
-pub use passive::PassiveEvent;
 pub use routing::Routing;
 
 use command::WorkerCommand;

@@ -34,8 +34,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
 
 use super::buffers::BufferPool;
+use super::clock::now_ms;
 use super::pipes::{PipeLease, PipePool};
-use super::routing::now_ms;
 use crate::counters::BackendStats;
 
 /// Bytes moved per splice call: one default pipe's capacity (16 pages).

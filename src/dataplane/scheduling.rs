@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::routing::{BackendState, now_ms};
+use super::backend::BackendState;
+use super::clock::now_ms;
 use super::scheduler::{Candidates, SchedulerState};
 use crate::config::Service;
 

@@ -12,17 +12,19 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
+use super::backend::{ActiveGuard, BackendState};
+use super::clock::now_ms;
 use super::connect::{connect, set_reset_on_close};
 use super::listener::is_resource_exhaustion;
-use super::passive::PassiveEvent;
 use super::proxy_header;
 use super::relay::{RelayEnv, RelayError, relay};
-use super::routing::{ActiveGuard, BackendState, ServiceRoute, now_ms};
+use super::routing::ServiceRoute;
 use super::scheduling::{ConnCandidates, Tried};
 use super::worker::{ServiceStatsSet, Worker};
 use crate::config::ProxyProtocol;
 use crate::counters::BackendStats;
 use crate::counters::events::{ConnectCause, SessionTimeout};
+use crate::health::PassiveEvent;
 
 /// Why a relayed session ended.
 enum End {

@@ -17,17 +17,18 @@ use monoio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::buffers::{self, BufferPool};
+use super::clock::now_ms;
 use super::command::WorkerCommand;
 use super::listener::is_resource_exhaustion;
-use super::passive::PassiveEvent;
 use super::pipes::PipePool;
 use super::relay::{HalfClose, Leg};
-use super::routing::{Routing, RoutingSnapshot, ServiceRoute, now_ms};
+use super::routing::{Routing, RoutingSnapshot, ServiceRoute};
 use super::session;
 use super::signal::Signal;
 use crate::config::{BackendKey, Service};
 use crate::counters::events::{During, Exhausted, LocalEvents, SessionTimeout};
 use crate::counters::{BackendStats, ServiceStats, WorkerStats};
+use crate::health::PassiveEvent;
 
 /// How long accepting pauses when the process or system is out of descriptors or memory:
 /// long enough for sessions to end and free some, short enough to stay responsive.

@@ -22,6 +22,7 @@ use super::forward::{Forwarder, Forwarding};
 use super::keeper::VipKeeper;
 use super::lease::{HandoverNote, LeaseError, LeaseRecord, LeaseStore};
 use super::ownership::{Decision, Forward, Outcome, Ownership, Purpose, Role, StepDownReason};
+use super::peer::{PeerHandle, PeerSettings};
 use super::status::{Alarm, HaFailure, Report, StatusReporter, VipRole};
 use super::timing::Timing;
 use super::vip::VipOps;
@@ -209,6 +210,17 @@ pub async fn run_unlocked<V: VipOps>(identity: String, task: InstanceTask<V>) {
 
 /// Lease mode: ownership decided by `fsm` against `store`.
 pub async fn run_leased<S: LeaseStore, V: VipOps>(task: InstanceTask<V>, fsm: Ownership, store: S) {
+    run_leased_with_peers(task, fsm, store, None).await;
+}
+
+/// Lease mode with the lock-outage failsafe among the peers (`peer`: the instance's peer
+/// task, see [`super::peer`]).
+pub async fn run_leased_with_peers<S: LeaseStore, V: VipOps>(
+    task: InstanceTask<V>,
+    fsm: Ownership,
+    store: S,
+    peer: Option<PeerHandle>,
+) {
     let InstanceTask {
         instance,
         keeper,
@@ -231,9 +243,11 @@ pub async fn run_leased<S: LeaseStore, V: VipOps>(task: InstanceTask<V>, fsm: Ow
         last_error: None,
         seen_record: false,
         last_holder: None,
+        peer,
     };
     leased.keeper.remove_stale().await;
     loop {
+        leased.sync_peer();
         let now = Instant::now();
         if leased
             .stopping
@@ -300,19 +314,76 @@ struct Leased<S, V: VipOps> {
     last_error: Option<String>,
     seen_record: bool,
     last_holder: Option<String>,
+    peer: Option<PeerHandle>,
 }
 
 impl<S: LeaseStore, V: VipOps> Leased<S, V> {
-    /// Publishes the status, then sleeps until `until` or a command from the supervisor.
+    /// Publishes the status, then sleeps until `until`, a command from the supervisor, or
+    /// a change in what the failsafe peers confirm.
     async fn wait(&mut self, until: Instant) {
         self.publish();
         let until = self
             .stopping
             .as_ref()
             .map_or(until, |s| until.min(s.give_up_at));
+        let peer_changed = async {
+            match &mut self.peer {
+                Some(peer) => peer.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep_until(until.into()) => {}
+            () = peer_changed => {}
             command = self.commands.recv(), if self.stopping.is_none() => self.obey(command).await,
+        }
+    }
+
+    /// Between decisions: a vouch given meanwhile makes the state machine forget what it
+    /// observed; the failsafe's latest confirmation goes in; the peer task learns whether
+    /// this host may hold the VIP.
+    fn sync_peer(&mut self) {
+        let Some(peer) = &self.peer else {
+            return;
+        };
+        let confirmed = peer.confirmed();
+        let mut facts = peer.facts();
+        if facts.take_vouch() {
+            self.fsm.forget_observed();
+        }
+        self.fsm.set_failsafe(confirmed);
+        facts.set_state(
+            self.fsm.may_hold(),
+            self.fsm.observed_holder().map(str::to_owned),
+        );
+    }
+
+    /// A lock call starts; `false` when an acquiring write must not (a vouch is pending:
+    /// the state machine is told to re-read instead).
+    fn begin_call(&mut self, write: bool) -> bool {
+        let Some(peer) = &self.peer else {
+            return true;
+        };
+        let refused = peer.facts().begin_call(Instant::now(), write).is_err();
+        if refused {
+            tracing::info!(
+                instance = %self.name,
+                "not taking the lease: this host just vouched to the holder's failsafe; reading it again"
+            );
+            self.sync_peer();
+            self.fsm.complete(Instant::now(), Outcome::Conflict);
+        }
+        !refused
+    }
+
+    /// A lock call ended: apply a vouch given during it before its result, so the result
+    /// counts as observed after the vouch.
+    fn end_call(&mut self, outcome: &Outcome) {
+        if let Some(peer) = &self.peer {
+            let reached = !matches!(outcome, Outcome::Failed);
+            if peer.facts().end_call(reached) {
+                self.fsm.forget_observed();
+            }
         }
     }
 
@@ -333,10 +404,16 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
             );
             self.last_holder.clone_from(&holder);
         }
+        let last_error = match &self.last_error {
+            Some(e) if self.fsm.held_by_failsafe(Instant::now()) => Some(format!(
+                "{e}; VIP kept by the failsafe: every peer confirms the outage"
+            )),
+            other => other.clone(),
+        };
         let report = Report {
             holder,
             endpoint: Some(self.store.endpoint()),
-            last_error: self.last_error.clone(),
+            last_error,
             removal_pending: self.fsm.removal_pending(),
         };
         self.status.publish(role, report);
@@ -349,6 +426,12 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
                 done,
             }) => {
                 retune(&mut self.fsm, &mut self.store, &mut self.status, &new);
+                if let Some(peer) = &self.peer {
+                    peer.retune(PeerSettings {
+                        timing: self.fsm.timing(),
+                        peers: new.peers.clone(),
+                    });
+                }
                 // The supervisor may have stopped waiting.
                 let _ = done.send(());
             }
@@ -356,6 +439,12 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
             other => {
                 let bound = stop_bound(&self.fsm.timing());
                 self.stopping = Stopping::from(other, Instant::now(), bound);
+                if self.stopping.is_some() {
+                    // A stopping holder releases, never needs an extension, and its
+                    // successor task (a reload) must be able to open the same port.
+                    self.peer = None;
+                    self.fsm.set_failsafe(None);
+                }
                 if let Some(stop) = &self.stopping {
                     let note = match stop.drain_until {
                         Some(until) if self.fsm.role() == Role::Holder => {
@@ -370,6 +459,7 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
     }
 
     async fn get(&mut self, deadline: Instant) {
+        self.begin_call(false);
         let result = bounded(deadline, self.store.get()).await;
         self.seen_record |= result.is_ok();
         let (outcome, error) = classify(
@@ -381,10 +471,14 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
             Outcome::Read,
         );
         self.last_error = error;
+        self.end_call(&outcome);
         self.fsm.complete(Instant::now(), outcome);
     }
 
     async fn create(&mut self, duration: Duration, deadline: Instant) {
+        if !self.begin_call(true) {
+            return;
+        }
         let result = bounded(deadline, self.store.create(self.fsm.identity(), duration)).await;
         let (outcome, error) = classify(
             &self.alarm,
@@ -395,6 +489,7 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
             Outcome::Wrote,
         );
         self.last_error = error;
+        self.end_call(&outcome);
         self.fsm.complete(Instant::now(), outcome);
     }
 
@@ -409,6 +504,9 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
                 instance = %self.name, previous_holder = ?prev.holder, version = %prev.version,
                 "lease free or expired; taking it over"
             );
+        }
+        if !self.begin_call(true) {
+            return;
         }
         let call = self.store.update(
             prev,
@@ -430,7 +528,9 @@ impl<S: LeaseStore, V: VipOps> Leased<S, V> {
         if write.purpose == Purpose::Release && wrote {
             tracing::info!(instance = %self.name, handover = ?write.handover, "lease released");
         }
+        self.end_call(&outcome);
         self.fsm.complete(Instant::now(), outcome);
+        self.sync_peer();
         let renewed = write.purpose == Purpose::Renew && wrote;
         if renewed && self.fsm.role() == Role::Holder && !self.keeper.ensure().await {
             resign(&self.name, &mut self.fsm, &mut self.last_error);

@@ -203,7 +203,7 @@ pub fn script(entries: &[Forwarding]) -> String {
     out
 }
 
-async fn run_nft(script: &str) -> Result<(), ForwardError> {
+pub(crate) async fn run_nft(script: &str) -> Result<(), ForwardError> {
     let run = async {
         let mut child = tokio::process::Command::new("nft")
             .args(["-f", "-"])

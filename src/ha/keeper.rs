@@ -50,6 +50,11 @@ impl<V: VipOps> VipKeeper<V> {
         &self.vip
     }
 
+    /// The address alone, for a mode that keeps the VIP its own way (BGP: on `lo`).
+    pub fn into_vip(self) -> V {
+        self.vip
+    }
+
     /// At start, before the lease is held: an address left by a killed predecessor (on the
     /// interface, or parked on `lo` by one killed while draining) would make this host
     /// answer for a VIP it does not hold.

@@ -18,8 +18,12 @@
 //!   gratuitous ARP / unsolicited NA and the watch for other hosts claiming a held VIP.
 //! - [`forward`]: the new holder's nftables forwarding of a handed-over VIP's sessions to
 //!   the previous holder.
+//! - [`peer`]: the lock-outage failsafe: an authenticated UDP channel among the peers of a
+//!   leased instance, and the rule by which their answers extend the holder's hold.
 //! - [`vrrp`]: VRRPv3 among the peers when no lock is configured (RFC 5798, keepalived
 //!   interoperable): packet, state machine, raw sockets, driver.
+//! - [`bgp`]: BGP mode: the VIP on `lo` and its route announced through BIRD while every
+//!   service has quorum (active-active behind ECMP).
 //! - [`status`]: what HA reports upward ([`status::HaObserver`]: ownership and failures).
 //! - [`supervisor`]: [`HaSupervisor`], one task per instance, reload, handover, shutdown.
 //! - [`online`]: `alive-proxy check --online` (kubeconfig reachability, permissions, expiry).
@@ -28,12 +32,14 @@
 
 pub mod announce;
 pub mod arp_quiet;
+pub mod bgp;
 pub mod driver;
 pub mod forward;
 pub mod keeper;
 pub mod lease;
 pub mod online;
 pub mod ownership;
+pub mod peer;
 pub mod status;
 pub mod supervisor;
 pub mod timing;

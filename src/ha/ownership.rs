@@ -28,6 +28,11 @@
 //!   [`Ownership::removal_pending`].
 //! - Timing changes on reload ([`Ownership::set_timing`]) apply in place; the deadline of a
 //!   write already made never grows past what that write promised.
+//! - Lock-outage failsafe ([`Ownership::set_failsafe`]): a holder keeps the VIP past its
+//!   renew deadline up to `D` after the *send* of the latest probe round every peer
+//!   vouched for ([`super::peer::failsafe`]), the same bound as for a write. A standby that
+//!   vouched forgets what it observed ([`Ownership::forget_observed`]), so it may take the
+//!   lease only a whole lease duration after a read that returned after its vouch.
 //!
 //! # Guarantee
 //! With a linearizable lock service (etcd, the Kubernetes API's resourceVersion checks),
@@ -214,6 +219,8 @@ pub struct Ownership {
     /// After resigning: no acquiring before this.
     hold_off_until: Option<Instant>,
     vip: VipState,
+    /// Send time of the latest probe round every failsafe peer vouched for.
+    failsafe: Option<Instant>,
 }
 
 impl Ownership {
@@ -228,7 +235,46 @@ impl Ownership {
             edge: None,
             hold_off_until: None,
             vip: VipState::Absent,
+            failsafe: None,
         }
+    }
+
+    /// The failsafe's latest unanimous round (its send time), or `None` when the peers do
+    /// not (or no longer) all vouch. A holder keeps the VIP until the later of its renew
+    /// deadline and `confirmed + renew deadline`.
+    pub fn set_failsafe(&mut self, confirmed: Option<Instant>) {
+        self.failsafe = confirmed;
+    }
+
+    /// A standby vouched to a holder's probe: forget the observed record, so the lease
+    /// expires for us only a lease duration after a read that returns from now on.
+    pub fn forget_observed(&mut self) {
+        if matches!(self.state, State::Standby) {
+            self.observed = None;
+        }
+    }
+
+    /// Whether this host may have the VIP or a claim on the lease: what it must say to a
+    /// failsafe probe (a host that may hold never vouches).
+    pub fn may_hold(&self) -> bool {
+        !matches!(self.state, State::Standby | State::Stopped) || self.vip != VipState::Absent
+    }
+
+    /// The holder keeps the VIP only because the failsafe peers vouch (its lease deadline
+    /// has passed).
+    pub fn held_by_failsafe(&self, now: Instant) -> bool {
+        match &self.state {
+            State::Holding { lease, .. } => {
+                now >= lease.deadline() && now < self.hold_deadline(lease)
+            }
+            _ => false,
+        }
+    }
+
+    /// Until when a holder keeps the VIP: its renew deadline, or later by the failsafe.
+    fn hold_deadline(&self, lease: &Held) -> Instant {
+        let extended = self.failsafe.map(|sent| sent + self.timing.renew_deadline);
+        extended.map_or(lease.deadline(), |e| e.max(lease.deadline()))
     }
 
     /// Reload: new timing from now on. A write already made keeps the deadline it was made
@@ -390,7 +436,7 @@ impl Ownership {
             return Decision::StepDown(reason);
         }
         match &self.state {
-            State::Holding { lease, .. } if now >= lease.deadline() => {
+            State::Holding { lease, .. } if now >= self.hold_deadline(lease) => {
                 self.state = State::Standby;
                 self.observed = None;
                 self.next_call = now;
@@ -440,11 +486,13 @@ impl Ownership {
             }
             State::Holding { lease, verify } => {
                 let (lease, verify) = (lease.clone(), *verify);
-                self.poll_renewal(now, &lease, verify, removal_due)
+                let deadline = self.hold_deadline(&lease);
+                self.poll_renewal(now, &lease, deadline, verify, removal_due)
             }
             State::Releasing { lease, .. } => {
                 let lease = lease.clone();
-                self.poll_renewal(now, &lease, false, removal_due)
+                let deadline = lease.deadline();
+                self.poll_renewal(now, &lease, deadline, false, removal_due)
             }
             State::Standby => match self.poll_standby(now) {
                 Decision::Wait(at) => Decision::Wait(removal_due.map_or(at, |r| r.min(at))),
@@ -453,15 +501,16 @@ impl Ownership {
         }
     }
 
-    /// Holding (or releasing while the VIP is still here): renew every renew period.
+    /// Holding (or releasing while the VIP is still here): renew every renew period;
+    /// `deadline`: when the VIP must be gone without a renewal.
     fn poll_renewal(
         &mut self,
         now: Instant,
         lease: &Held,
+        deadline: Instant,
         verify: bool,
         removal_due: Option<Instant>,
     ) -> Decision {
-        let deadline = lease.deadline();
         if now < self.next_call {
             let wake = self.next_call.min(deadline);
             return Decision::Wait(removal_due.map_or(wake, |r| r.min(wake)));

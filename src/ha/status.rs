@@ -100,6 +100,47 @@ pub struct VrrpView {
     pub dropped: BTreeMap<String, u64>,
 }
 
+/// A BGP-mode instance: the VIP's route and the routing daemon's sessions (BGP only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpView {
+    /// The kernel table the route goes in (BIRD's `kernel` protocol learns it from there).
+    pub table: u32,
+    /// The VIP's route is in the table: BIRD announces this host for the VIP.
+    pub announced: bool,
+    /// Why the route is (not) there: `serving`, `no quorum on ...`, `hold-down`, `stopping`.
+    pub reason: String,
+    /// When `announced` last changed.
+    pub since: SystemTime,
+    /// Announce/withdraw changes since start.
+    pub changes: u64,
+    /// BIRD's greeting (`BIRD 2.0.12 ready.`) while its control socket answers.
+    pub daemon: Option<String>,
+    /// Why the control socket did not answer, when it did not.
+    pub daemon_error: Option<String>,
+    /// Whether BIRD has the VIP's route in its tables (`None`: not asked yet / no answer).
+    pub in_daemon: Option<bool>,
+    /// BIRD's BGP protocols (the configured ones, or all).
+    pub sessions: Vec<BgpSession>,
+}
+
+/// One BGP protocol as `birdc show protocols` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSession {
+    pub name: String,
+    /// BIRD's protocol state: `up`, `start`, `down`, ...
+    pub state: String,
+    /// Since when, as BIRD prints it.
+    pub since: String,
+    /// BGP state and last error, e.g. `Established` or `Active  Socket: Connection refused`.
+    pub info: String,
+}
+
+impl BgpSession {
+    pub fn established(&self) -> bool {
+        self.info.starts_with("Established")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertExpiry {
     pub kubeconfig: PathBuf,
@@ -131,10 +172,24 @@ pub enum HaFailure {
     Forward,
     /// Preparing the VIP for a session-preserving handover failed (the sessions are cut).
     Park,
+    /// BGP mode: adding the VIP's route to its kernel table failed.
+    RouteAdd,
+    /// BGP mode: removing the VIP's route failed (retried until it succeeds).
+    RouteRemove,
+    /// BGP mode: the routing daemon's control socket did not answer.
+    Daemon,
+    /// A failsafe peer message was dropped (malformed, unauthenticated, replayed, from a
+    /// host not in `peer`, or answering no open round).
+    PeerMessage,
+    /// Sending a failsafe peer message failed.
+    PeerSend,
+    /// The failsafe stopped extending the holder's hold (a peer reaches the lock, holds the
+    /// VIP, or stopped answering).
+    FailsafeEnded,
 }
 
 impl HaFailure {
-    pub const ALL: [HaFailure; 10] = [
+    pub const ALL: [HaFailure; 16] = [
         HaFailure::LeaseRead,
         HaFailure::LeaseWrite,
         HaFailure::DeadlineMissed,
@@ -145,6 +200,12 @@ impl HaFailure {
         HaFailure::Conflict,
         HaFailure::Forward,
         HaFailure::Park,
+        HaFailure::RouteAdd,
+        HaFailure::RouteRemove,
+        HaFailure::Daemon,
+        HaFailure::PeerMessage,
+        HaFailure::PeerSend,
+        HaFailure::FailsafeEnded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -159,6 +220,12 @@ impl HaFailure {
             HaFailure::Conflict => "conflict",
             HaFailure::Forward => "forward",
             HaFailure::Park => "park",
+            HaFailure::RouteAdd => "route_add",
+            HaFailure::RouteRemove => "route_remove",
+            HaFailure::Daemon => "daemon",
+            HaFailure::PeerMessage => "peer_message",
+            HaFailure::PeerSend => "peer_send",
+            HaFailure::FailsafeEnded => "failsafe_ended",
         }
     }
 }
@@ -176,6 +243,19 @@ pub trait HaObserver: Send + Sync + 'static {
     /// Whether health reports any of `backends` up: `Some(false)` only when it reported on
     /// them and none is up; `None` before any report (no information is no failure).
     fn backends_up(&self, _backends: &[BackendKey]) -> Option<bool> {
+        None
+    }
+    /// A BGP instance's route and sessions (replaces the previous report).
+    fn bgp_state(&self, _instance: &str, _view: BgpView) {}
+    /// Whether health reports quorum on every service of `instance` (as the plan in force
+    /// lists them, so a reload that adds a port counts it at once): `Some(false)` when one
+    /// reported without it, `None` when none reported yet.
+    fn instance_quorum(&self, _instance: &str) -> Option<bool> {
+        None
+    }
+    /// Changes whenever health reports a backend or a quorum, so BGP mode reacts at once
+    /// instead of at its next poll. `None`: no such signal (then polling alone).
+    fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 }

@@ -13,12 +13,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::announce::AnnounceOptions;
-use super::driver::{InstanceCommand, InstanceTask, run_leased, run_unlocked};
+use super::bgp::{BgpTask, KernelRoute, run_bgp};
+use super::driver::{InstanceCommand, InstanceTask, run_leased_with_peers, run_unlocked};
 use super::forward::Forwarder;
 use super::keeper::VipKeeper;
 use super::lease::etcd::EtcdStore;
 use super::lease::kube::{KubeLeaseStore, KubeStoreOptions};
 use super::ownership::Ownership;
+use super::peer::{PeerHandle, PeerSettings, wire::Key};
+use super::status::Alarm;
 use super::status::{HaObserver, StatusReporter};
 use super::timing::Timing;
 use super::vip::{Netlink, VipError};
@@ -250,6 +253,7 @@ impl HaSupervisor {
         if let LockPlan::Kube(lock) = &instance.lock {
             status.watch_certificates(lock.kubeconfigs.clone());
         }
+        let peer = start_failsafe(instance, timing, status.alarm());
         let task = InstanceTask {
             instance: instance.clone(),
             keeper,
@@ -271,17 +275,27 @@ impl HaSupervisor {
                 Arc::clone(&self.observer),
                 self.options.drain,
             )),
+            LockPlan::Bgp(plan) => {
+                let route = KernelRoute::connect(instance.vip, plan.table);
+                let bgp = BgpTask {
+                    plan: plan.clone(),
+                    route,
+                    observer: Arc::clone(&self.observer),
+                    identity: self.identity.clone(),
+                };
+                tokio::spawn(run_bgp(task, bgp))
+            }
             LockPlan::Etcd(lock) => {
                 let store = EtcdStore::new(lock.endpoints.clone(), lock.key.clone());
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());
-                tokio::spawn(run_leased(task, fsm, store))
+                tokio::spawn(run_leased_with_peers(task, fsm, store, peer))
             }
             LockPlan::Kube(lock) => {
                 let options =
                     KubeStoreOptions::within(timing.renew_deadline, lock.kubeconfigs.len());
                 let store = KubeLeaseStore::new(lock, options);
                 let fsm = Ownership::new(self.identity.clone(), timing, Instant::now());
-                tokio::spawn(run_leased(task, fsm, store))
+                tokio::spawn(run_leased_with_peers(task, fsm, store, peer))
             }
         };
         tracing::info!(
@@ -290,6 +304,53 @@ impl HaSupervisor {
             lease = ?timing.lease_duration, "HA instance started"
         );
         self.running.insert(name, Running { commands, task });
+    }
+}
+
+/// The instance's lock-outage failsafe, when configured. Any failure is logged and the
+/// instance runs without it (the plain lease: the VIP goes down in an outage, never twice).
+fn start_failsafe(instance: &Instance, timing: Timing, alarm: Alarm) -> Option<PeerHandle> {
+    let plan = instance.failsafe.as_ref()?;
+    let key = match std::fs::read(&plan.key_file) {
+        Ok(bytes) => Key::new(bytes.trim_ascii()),
+        Err(e) => {
+            tracing::error!(
+                instance = %instance.name, key_file = %plan.key_file.display(),
+                "failsafe off: cannot read the key file: {e}"
+            );
+            return None;
+        }
+    };
+    let Some(key) = key else {
+        tracing::error!(
+            instance = %instance.name, key_file = %plan.key_file.display(),
+            "failsafe off: the key file holds fewer than 16 bytes"
+        );
+        return None;
+    };
+    let settings = PeerSettings {
+        timing,
+        peers: instance.peers.clone(),
+    };
+    match PeerHandle::start(
+        &instance.name,
+        instance.vip,
+        plan.port,
+        key,
+        settings,
+        alarm,
+    ) {
+        Ok(handle) => {
+            tracing::info!(
+                instance = %instance.name, port = plan.port, peers = ?instance.peers,
+                "failsafe on: through a lock outage the holder keeps the VIP while every peer confirms the outage"
+            );
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::error!(instance = %instance.name, "failsafe off: {e}");
+            None
+        }
     }
 }
 

@@ -26,5 +26,5 @@ pub mod supervisor;
 pub mod task;
 
 pub use observer::{HealthObserver, NoopObserver};
-pub use sink::{BackendStatus, HealthSink};
+pub use sink::{BackendStatus, HealthSink, PassiveEvent};
 pub use supervisor::HealthSupervisor;

@@ -4,6 +4,8 @@
 //! `HealthSupervisor::spawn(.., registry.control())` works as the interface says; tests pass
 //! [`NoopObserver`] or a recorder.
 
+use std::net::SocketAddr;
+
 use crate::config::BackendKey;
 use crate::health::sink::BackendStatus;
 
@@ -11,6 +13,10 @@ pub trait HealthObserver: Send + Sync + 'static {
     /// Called on every backend transition (and once per backend at start), with the reason:
     /// which check, at which origin in alive.yaml, and what error.
     fn backend_health(&self, key: BackendKey, status: BackendStatus, reason: String);
+    /// A service's quorum (keepalived's, with hysteresis): reported once when the service
+    /// starts or is reloaded, then on every crossing. BGP mode announces a VIP only while its
+    /// services have quorum.
+    fn service_quorum(&self, _service: SocketAddr, _up: bool) {}
 }
 
 /// Discards everything.

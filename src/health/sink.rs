@@ -1,4 +1,5 @@
-//! The seam from health to the data plane: what a checker concludes about a backend.
+//! The seams between health and the data plane: what a checker concludes about a backend
+//! ([`HealthSink`]), and what the data plane saw fail ([`PassiveEvent`]).
 //! Health decides; whoever implements [`HealthSink`] (the routing snapshot) applies it.
 
 use std::net::SocketAddr;
@@ -28,4 +29,15 @@ pub trait HealthSink: Send + Sync + 'static {
     /// The service crossed its quorum: while `active`, new connections go to its
     /// `sorry_server`.
     fn sorry_active(&self, service: SocketAddr, active: bool);
+}
+
+/// The seam the other way: sent by the data plane (over a `tokio::sync::mpsc::UnboundedSender`,
+/// which needs no runtime to send) when a worker fails to connect to a backend on real client
+/// traffic. The worker has already marked the backend suspect in its routing view; health
+/// answers with an immediate re-probe. Defined here, beside [`HealthSink`], so that health
+/// never imports the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveEvent {
+    pub key: BackendKey,
+    pub error: std::io::ErrorKind,
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::PassiveEvent;
 use crate::config::{Backend, BackendKey, Check, Plan, Service};
-use crate::dataplane::PassiveEvent;
 use crate::health::backend::{BackendHealth, CheckId};
 use crate::health::checker::{CheckerState, label_of};
 use crate::health::observer::HealthObserver;
@@ -258,6 +258,7 @@ impl Actor {
             tracing::info!(service = %addr, reason = change.reason, "quorum changed on reload");
         }
         entry.sorry_active = entry.sorry_server.is_some() && !entry.quorum.is_up();
+        self.observer.service_quorum(addr, entry.quorum.is_up());
         if entry.sorry_server.is_some() || !is_new {
             self.sink.sorry_active(addr, entry.sorry_active);
         }
@@ -389,7 +390,12 @@ impl Actor {
             }
         }
         if changed {
-            update_quorum(self.sink.as_ref(), key.service, service);
+            update_quorum(
+                self.sink.as_ref(),
+                self.observer.as_ref(),
+                key.service,
+                service,
+            );
         }
     }
 
@@ -437,12 +443,18 @@ fn live_weight(service: &ServiceEntry) -> u64 {
         .sum()
 }
 
-fn update_quorum(sink: &dyn HealthSink, addr: SocketAddr, service: &mut ServiceEntry) {
+fn update_quorum(
+    sink: &dyn HealthSink,
+    observer: &dyn HealthObserver,
+    addr: SocketAddr,
+    service: &mut ServiceEntry,
+) {
     let live = live_weight(service);
     let Some(change) = service.quorum.update(addr, live) else {
         return;
     };
     tracing::info!(service = %addr, reason = change.reason, "quorum changed");
+    observer.service_quorum(addr, change.up);
     if service.sorry_server.is_some() {
         let active = !change.up;
         if active != service.sorry_active {

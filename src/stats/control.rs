@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendKey, LockPlan, Plan};
-pub use crate::ha::status::{CertExpiry, VipRole, VipView, VrrpView};
+pub use crate::ha::status::{BgpSession, BgpView, CertExpiry, VipRole, VipView, VrrpView};
 use crate::ha::{HaFailure, HaObserver};
 use crate::health::BackendStatus;
 use crate::health::observer::HealthObserver;
@@ -22,6 +22,24 @@ use crate::counters::lock;
 #[derive(Debug, Default)]
 pub struct ControlState {
     inner: Mutex<ControlInner>,
+    health_changes: HealthChanges,
+}
+
+/// Bumped on every health report, so HA's BGP mode wakes at once (a tokio watch: readers
+/// see "changed", never a queue that can grow).
+#[derive(Debug)]
+struct HealthChanges(tokio::sync::watch::Sender<u64>);
+
+impl Default for HealthChanges {
+    fn default() -> HealthChanges {
+        HealthChanges(tokio::sync::watch::channel(0).0)
+    }
+}
+
+impl HealthChanges {
+    fn bump(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -30,6 +48,9 @@ pub(crate) struct ControlInner {
     pub(crate) health: HashMap<BackendKey, HealthView>,
     pub(crate) vips: BTreeMap<String, VipView>,
     pub(crate) vrrp: BTreeMap<String, VrrpView>,
+    pub(crate) bgp: BTreeMap<String, BgpView>,
+    /// Each service's quorum as health last reported it.
+    pub(crate) quorum: HashMap<SocketAddr, bool>,
     /// HA failures since start, per (instance, kind).
     pub(crate) ha_failures: BTreeMap<(String, HaFailure), u64>,
     pub(crate) reloads: ReloadCounts,
@@ -184,6 +205,7 @@ impl ControlState {
                         }
                         LockPlan::Etcd(etcd) => format!("etcd {}", etcd.key),
                         LockPlan::Vrrp(vrrp) => format!("vrrp vrid {}", vrrp.vrid),
+                        LockPlan::Bgp(bgp) => format!("bgp table {}", bgp.table),
                     },
                 })
                 .collect(),
@@ -221,6 +243,12 @@ impl ControlState {
         inner
             .vrrp
             .retain(|name, _| view.instances.iter().any(|i| &i.name == name));
+        inner
+            .bgp
+            .retain(|name, _| view.instances.iter().any(|i| &i.name == name));
+        inner
+            .quorum
+            .retain(|addr, _| view.services.iter().any(|s| s.addr == *addr));
         inner.plan = Some(view);
     }
 
@@ -233,6 +261,12 @@ impl ControlState {
 impl HealthObserver for ControlState {
     fn backend_health(&self, key: BackendKey, status: BackendStatus, reason: String) {
         ControlState::backend_health(self, key, status, reason);
+        self.health_changes.bump();
+    }
+
+    fn service_quorum(&self, service: SocketAddr, up: bool) {
+        lock(&self.inner).quorum.insert(service, up);
+        self.health_changes.bump();
     }
 }
 
@@ -243,6 +277,29 @@ impl HaObserver for ControlState {
 
     fn vrrp_state(&self, instance: &str, view: VrrpView) {
         ControlState::vrrp_state(self, instance, view);
+    }
+
+    fn bgp_state(&self, instance: &str, view: BgpView) {
+        lock(&self.inner).bgp.insert(instance.to_owned(), view);
+    }
+
+    /// BGP announces a VIP only while every one of its services has quorum.
+    fn instance_quorum(&self, instance: &str) -> Option<bool> {
+        let inner = lock(&self.inner);
+        let mut reported = false;
+        let services = inner.plan.iter().flat_map(|p| &p.services);
+        for service in services.filter(|s| s.instance == instance) {
+            match inner.quorum.get(&service.addr) {
+                Some(false) => return Some(false),
+                Some(true) => reported = true,
+                None => {}
+            }
+        }
+        reported.then_some(true)
+    }
+
+    fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.health_changes.0.subscribe())
     }
 
     fn failure(&self, instance: &str, failure: HaFailure) {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::prometheus::{Labels, counters, gauges};
+use super::families::{Labels, counters, gauges};
 use crate::counters::events::{
     AdminEndpoint, ConnectCause, During, Exhausted, LocalEvents, SessionTimeout,
 };

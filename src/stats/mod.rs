@@ -8,13 +8,16 @@
 //!   ([`crate::counters::LocalEvents`]).
 //! - [`snapshot`]: [`StatsSnapshot`], everything merged on demand (serde).
 //! - [`admin`]: the admin Unix socket and the HTTP listener (`/metrics`, `/healthz`, `/readyz`).
-//! - [`prometheus`]: the snapshot encoded as Prometheus metrics.
+//! - [`prometheus`]: the snapshot encoded as Prometheus metrics; `families` holds the
+//!   encoding helpers it shares with [`events`].
 //! - [`cli`] and [`table`]: `alive-proxy stats`.
 
 pub mod admin;
+mod bgp;
 pub mod cli;
 pub mod control;
 pub mod events;
+mod families;
 mod http;
 pub mod prometheus;
 pub mod registry;

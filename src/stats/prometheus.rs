@@ -9,19 +9,17 @@
 //! incoming/outgoing bytes), and HAProxy's exporter for what IPVS lacks (connect errors,
 //! retries, status, connect/response time).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::StatsRegistry;
 use super::admin::Readiness;
 use super::control::{HealthState, VipRole, VipView, VrrpView, unix_seconds};
+use super::families::{Labels, counters, gauges, histograms};
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
 use crate::counters::LatencySummary;
 use crate::ha::HaFailure;
@@ -29,8 +27,6 @@ use crate::ha::vrrp::packet::DropReason;
 
 /// `Content-Type` of what [`render`] and the `/metrics` endpoint produce.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// Encodes a fresh snapshot of the registry on every scrape.
 #[derive(Debug)]
@@ -100,98 +96,6 @@ fn backend_labels(service: &ServiceSnapshot, backend: &BackendSnapshot) -> Label
     let mut labels = service_labels(service);
     labels.push(("backend", backend.addr.to_string()));
     labels
-}
-
-/// One metric family: a descriptor, then one series per label set.
-fn family<T>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    metric_type: MetricType,
-    series: &[(Labels, T)],
-    mut write: impl FnMut(&mut prometheus_client::encoding::MetricEncoder, &T) -> fmt::Result,
-) -> fmt::Result {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, unit, metric_type)?;
-    for (labels, value) in series {
-        let mut one = metric.encode_family(labels)?;
-        write(&mut one, value)?;
-    }
-    Ok(())
-}
-
-pub(crate) fn counters<V: EncodeCounterValue>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    series: &[(Labels, V)],
-) -> fmt::Result {
-    family(
-        encoder,
-        name,
-        help,
-        None,
-        MetricType::Counter,
-        series,
-        |m, v| m.encode_counter::<Labels, V, f64>(v, None),
-    )
-}
-
-pub(crate) fn gauges<V: EncodeGaugeValue>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    series: &[(Labels, V)],
-) -> fmt::Result {
-    family(
-        encoder,
-        name,
-        help,
-        unit,
-        MetricType::Gauge,
-        series,
-        |m, v| m.encode_gauge(v),
-    )
-}
-
-fn histograms(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    series: &[(Labels, &LatencySummary)],
-) -> fmt::Result {
-    family(
-        encoder,
-        name,
-        help,
-        Some(&Unit::Seconds),
-        MetricType::Histogram,
-        series,
-        |m, summary| {
-            // prometheus-client takes per-bucket counts and accumulates them itself.
-            let mut below = 0u64;
-            let mut buckets: Vec<(f64, u64)> = summary
-                .buckets
-                .iter()
-                .map(|b| {
-                    let in_bucket = b.count.saturating_sub(below);
-                    below = below.max(b.count);
-                    (b.le_us as f64 / 1e6, in_bucket)
-                })
-                .collect();
-            buckets.push((f64::INFINITY, summary.count.saturating_sub(below)));
-            m.encode_histogram::<Labels>(
-                summary.sum_us as f64 / 1e6,
-                summary.count,
-                &buckets,
-                None::<&HashMap<usize, Exemplar<Labels, f64>>>,
-            )
-        },
-    )
 }
 
 fn encode_snapshot(
@@ -460,6 +364,7 @@ fn vip_metrics(e: &mut DescriptorEncoder, snapshot: &StatsSnapshot) -> fmt::Resu
         &roles,
     )?;
     vrrp_metrics(e, snapshot)?;
+    super::bgp::metrics(e, snapshot)?;
     let expiry: Vec<(Labels, f64)> = snapshot
         .instances
         .iter()

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BackendKey;
 
-use super::control::{ControlInner, HealthView, PlanView, VipView, VrrpView, unix_seconds};
+use super::control::{
+    BgpView, ControlInner, HealthView, PlanView, VipView, VrrpView, unix_seconds,
+};
 use super::registry::StatsRegistry;
 use crate::counters::histogram::{LatencySummary, Merged};
 use crate::counters::{Shard, lock};
@@ -66,6 +68,9 @@ pub struct InstanceSnapshot {
     /// VRRP instances only: protocol state and advert counters.
     #[serde(default)]
     pub vrrp: Option<VrrpView>,
+    /// BGP instances only: the VIP's route and the daemon's sessions.
+    #[serde(default)]
+    pub bgp: Option<BgpView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +355,7 @@ fn instance_snapshots(plan: &PlanView, control: &ControlInner) -> Vec<InstanceSn
             lock: Some(i.lock.clone()),
             state: control.vips.get(&i.name).cloned(),
             vrrp: control.vrrp.get(&i.name).cloned(),
+            bgp: control.bgp.get(&i.name).cloned(),
         })
         .collect();
     for (name, view) in &control.vips {
@@ -360,6 +366,7 @@ fn instance_snapshots(plan: &PlanView, control: &ControlInner) -> Vec<InstanceSn
                 lock: None,
                 state: Some(view.clone()),
                 vrrp: control.vrrp.get(name).cloned(),
+                bgp: control.bgp.get(name).cloned(),
             });
         }
     }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::control::{HealthState, unix_seconds};
+use super::control::{BgpView, HealthState, unix_seconds};
 use super::snapshot::{BackendSnapshot, ServiceSnapshot, StatsSnapshot};
 use crate::counters::LatencySummary;
 
@@ -261,12 +261,49 @@ fn instance_lines(out: &mut String, snapshot: &StatsSnapshot) {
         if let Some(err) = &state.last_error {
             let _ = writeln!(out, "    last error: {err}");
         }
+        if let Some(bgp) = &instance.bgp {
+            bgp_lines(out, bgp, snapshot.taken_at());
+        }
         if state.removal_pending {
             let _ = writeln!(
                 out,
                 "    the VIP cannot be removed from this host (retrying)"
             );
         }
+    }
+}
+
+/// The lines under a BGP instance in the `stats` table.
+fn bgp_lines(out: &mut String, view: &BgpView, taken_at: f64) {
+    let for_us = ((taken_at - unix_seconds(view.since)).max(0.0) * 1e6) as u64;
+    let _ = writeln!(
+        out,
+        "    bgp: route {} in table {} for {} ({}), {} changes",
+        if view.announced {
+            "announced"
+        } else {
+            "withdrawn"
+        },
+        view.table,
+        duration_us(for_us),
+        view.reason,
+        view.changes
+    );
+    match (&view.daemon, &view.daemon_error) {
+        (Some(greeting), _) => {
+            let _ = writeln!(out, "    daemon: {greeting}");
+        }
+        (None, Some(error)) => {
+            let _ = writeln!(out, "    daemon: unreachable: {error}");
+        }
+        (None, None) => {}
+    }
+    for s in &view.sessions {
+        let _ = writeln!(
+            out,
+            "    session {}: {} since {} {}",
+            s.name, s.state, s.since, s.info
+        );
     }
 }
 

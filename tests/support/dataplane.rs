@@ -83,6 +83,7 @@ pub fn plan(services: Vec<Service>) -> Plan {
             check_timeout: Duration::from_secs(3),
             peers: Vec::new(),
             lock: LockPlan::None,
+            failsafe: None,
             services: vec![service],
         })
         .collect();

@@ -148,6 +148,7 @@ pub fn plan(services: Vec<Service>) -> Plan {
             check_timeout: Duration::from_secs(3),
             peers: vec![],
             lock: LockPlan::None,
+            failsafe: None,
             services,
         }],
         admin: AdminPlan {

@@ -139,6 +139,62 @@ impl Lab {
         host
     }
 
+    /// Adds a host off the bridge, joined to `router` by a veth pair of its own (`eth0`
+    /// here, `router_iface` there), as a client behind an upstream router. The router gets
+    /// `router_addrs`, the host `addrs`; the host's default routes point at `gateways`.
+    pub fn add_host_behind(
+        &mut self,
+        name: &str,
+        router: &Host,
+        router_iface: &str,
+        router_addrs: &[&str],
+        addrs: &[&str],
+        gateways: &[&str],
+    ) -> Host {
+        let ns = format!("{}-{name}", self.id);
+        ip(&["netns", "add", &ns]);
+        let host = Host {
+            name: name.to_string(),
+            ns: ns.clone(),
+            iface: "eth0".into(),
+            switch_port: String::new(),
+        };
+        self.hosts.push(host.clone());
+        for sysctl in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ] {
+            run_checked("ip", &["netns", "exec", &ns, "sysctl", "-q", "-w", sysctl]);
+        }
+        ip(&[
+            "-n",
+            &router.ns,
+            "link",
+            "add",
+            router_iface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns,
+        ]);
+        for addr in router_addrs {
+            ip(&["-n", &router.ns, "addr", "add", addr, "dev", router_iface]);
+        }
+        ip(&["-n", &router.ns, "link", "set", router_iface, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        for addr in addrs {
+            ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0"]);
+        }
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        for gateway in gateways {
+            ip(&["-n", &ns, "route", "add", "default", "via", gateway]);
+        }
+        host
+    }
+
     pub fn host(&self, name: &str) -> &Host {
         self.hosts
             .iter()

@@ -474,3 +474,96 @@ fn a_longer_timing_on_reload_never_stretches_the_deadline_of_a_write_made_before
         }
     }
 }
+
+/// Drives a holder whose store calls all fail until `until`, returning when it steps down.
+fn run_failing_holder(o: &mut Ownership, t0: Instant, until: Instant) -> Option<Instant> {
+    let mut now = t0;
+    for _ in 0..10_000 {
+        if now >= until {
+            return None;
+        }
+        match o.poll(now) {
+            Decision::Wait(at) => now = at.min(until).max(now + ms(1)),
+            Decision::Get { .. } | Decision::Update { .. } => o.complete(now, Outcome::Failed),
+            Decision::StepDown(StepDownReason::DeadlineMissed) => return Some(now),
+            other => panic!("unexpected {other:?} at {:?}", now - t0),
+        }
+    }
+    panic!("no decision loop should run this long");
+}
+
+#[test]
+fn failsafe_confirmations_extend_the_hold_by_the_renew_deadline_from_their_send_time() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    // Without confirmations: the VIP goes at the renew deadline (1.5 s).
+    let mut plain = holder_at(t0);
+    assert_eq!(
+        run_failing_holder(&mut plain, t0, t0 + ms(10_000)),
+        Some(t0 + ms(1500))
+    );
+    // A round sent at 1.2 s that every peer vouched for: held until 2.7 s, not longer.
+    o.set_failsafe(Some(t0 + ms(1200)));
+    assert_eq!(run_failing_holder(&mut o, t0, t0 + ms(2000)), None);
+    assert!(o.held_by_failsafe(t0 + ms(2000)));
+    assert_eq!(o.role(), Role::Holder);
+    assert_eq!(
+        run_failing_holder(&mut o, t0 + ms(2000), t0 + ms(10_000)),
+        Some(t0 + ms(2700))
+    );
+}
+
+#[test]
+fn an_ended_failsafe_drops_the_vip_at_once_when_the_lease_deadline_has_passed() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    o.set_failsafe(Some(t0 + ms(1400)));
+    assert_eq!(run_failing_holder(&mut o, t0, t0 + ms(2000)), None);
+    o.set_failsafe(None);
+    assert_eq!(
+        o.poll(t0 + ms(2000)),
+        Decision::StepDown(StepDownReason::DeadlineMissed)
+    );
+}
+
+#[test]
+fn a_standby_that_vouched_waits_a_whole_lease_from_its_next_read() {
+    let t0 = Instant::now();
+    let rival = record(Some("rival"), "7");
+    let mut o = standby_after_read(Some(rival.clone()), t0);
+    // Vouched at 1.5 s; the lock answers again at 1.9 s with the same version.
+    o.forget_observed();
+    assert!(!o.may_hold());
+    let t1 = t0 + ms(1900);
+    assert!(matches!(o.poll(t1), Decision::Get { .. }));
+    o.complete(t1, Outcome::Read(Some(rival.clone())));
+    // Without the vouch it would have expired at 2.0 s; now at 3.9 s.
+    let mut now = t1;
+    while now < t1 + ms(2000) {
+        match o.poll(now) {
+            Decision::Wait(at) => now = at,
+            Decision::Get { .. } => o.complete(now, Outcome::Read(Some(rival.clone()))),
+            other => panic!(
+                "acted at {:?} before a lease from its read: {other:?}",
+                now - t0
+            ),
+        }
+    }
+    assert!(matches!(
+        o.poll(t1 + ms(2000)),
+        Decision::Update {
+            purpose: Purpose::Acquire,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_holder_never_forgets_its_lease_when_asked_to_vouch() {
+    let t0 = Instant::now();
+    let mut o = holder_at(t0);
+    assert!(o.may_hold());
+    o.forget_observed();
+    assert_eq!(o.role(), Role::Holder);
+    assert_eq!(o.observed_holder(), Some("me"));
+}

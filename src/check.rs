@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{LoadError, Mode, Severity, load, summary};
+use crate::config::{LoadError, Mode, Severity, load, summary};
 
 /// Each message carries its cause; none is repeated as a `source()` (see [`LoadError`]).
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +55,19 @@ pub fn run_check(path: &Path, json: bool, online: bool) -> Result<ExitCode, Chec
     } else {
         None
     };
+    let bgp_reports = if online {
+        crate::ha::bgp::online::check_blocking(&loaded.plan).map_err(CheckError::Online)?
+    } else {
+        Vec::new()
+    };
     let mut stdout = std::io::stdout().lock();
     if json {
         let document = match &online_reports {
-            Some(reports) => serde_json::json!({ "plan": &loaded.plan, "online": reports }),
+            Some(reports) => serde_json::json!({
+                "plan": &loaded.plan,
+                "online": reports,
+                "online_bgp": &bgp_reports,
+            }),
             None => serde_json::to_value(&loaded.plan)?,
         };
         writeln!(stdout, "{}", serde_json::to_string_pretty(&document)?)?;
@@ -74,11 +83,22 @@ pub fn run_check(path: &Path, json: bool, online: bool) -> Result<ExitCode, Chec
             for report in reports {
                 writeln!(stdout, "{report}")?;
             }
+            if !bgp_reports.is_empty() {
+                writeln!(
+                    stdout,
+                    "\nRouting daemon ({} BGP instances):",
+                    bgp_reports.len()
+                )?;
+                for report in &bgp_reports {
+                    writeln!(stdout, "{report}")?;
+                }
+            }
         }
     }
     // Online problems fail the check: a kubeconfig that cannot take the lease is the
     // outage the seed's operators only found when failover did not happen.
-    let online_ok = online_reports.iter().flatten().all(|r| r.ok());
+    let online_ok =
+        online_reports.iter().flatten().all(|r| r.ok()) && bgp_reports.iter().all(|r| r.ok());
     Ok(if online_ok {
         ExitCode::SUCCESS
     } else {
