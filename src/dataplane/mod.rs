@@ -4,12 +4,12 @@
 //! - [`driver`]: io_uring detection and fallback to the legacy (epoll) driver; ring flags.
 //! - [`listener`]: SO_REUSEPORT + FREEBIND listening sockets, one per worker per VIP:port.
 //! - [`routing`]: the arc-swap routing snapshot; [`backend`]: per-backend shared state;
-//!   [`clock`]: the millisecond clock for their deadlines. [`Routing`]
-//!   is the [`HealthSink`](crate::health::HealthSink) health writes to.
+//!   [`clock`]: the millisecond clock for their deadlines. [`Routing`] is the
+//!   [`HealthSink`](crate::health::HealthSink) health writes to.
 //! - [`scheduler`]: the IPVS scheduler algorithms; [`scheduling`]: the per-connection view
 //!   handed to them.
-//! - [`worker`], [`command`], [`signal`]: one runtime per thread and how the control plane
-//!   steers it.
+//! - [`worker`] (a worker's state), [`thread`] (its loop), [`command`], [`signal`]: one
+//!   runtime per thread and how the control plane steers it.
 //! - [`session`], [`connect`], [`relay`], [`buffers`], [`pipes`], [`proxy_header`]: one client
 //!   connection.
 //! - Connect failures go to health as [`PassiveEvent`]s, health's type.
@@ -31,6 +31,7 @@ pub mod scheduler;
 pub mod scheduling;
 pub mod session;
 pub mod signal;
+pub mod thread;
 pub mod worker;
 
 use std::collections::BTreeSet;
@@ -47,7 +48,8 @@ pub use driver::{DriverChoice, DriverKind};
 pub use routing::Routing;
 
 use command::WorkerCommand;
-use worker::{RelayOptions, WorkerSeed};
+use thread::WorkerSeed;
+use worker::RelayOptions;
 
 use crate::config::Plan;
 use crate::counters::Counters;
@@ -254,7 +256,7 @@ impl Dataplane {
                         tracing::info!(worker = id, %driver, max_pipes, "data-plane worker started");
                         // The receiver may be gone if start already failed elsewhere.
                         let _ = signal_ready.send((id, Ok(())));
-                        worker::run(seed).await;
+                        thread::run(seed).await;
                     });
                     if let Err(err) = result {
                         let _ = ready.send((id, Err(err)));

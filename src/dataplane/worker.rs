@@ -1,7 +1,8 @@
-//! One data-plane worker: a monoio runtime on its own thread with its own SO_REUSEPORT
-//! listener on every VIP:port, the sessions it accepted, its pipe pool and its stats shard.
-//! It obeys [`WorkerCommand`]s from the control plane and shares nothing else with other
-//! workers but the routing snapshot and the per-backend atomics in it.
+//! One data-plane worker's state, shared by the sessions on its thread: its routing view,
+//! its listeners, the sessions it accepted (with their timeouts), its pipe and buffer pools
+//! and its stats shard. The thread's loop that accepts and obeys the control plane's `WorkerCommand`s is in
+//! `thread.rs`. A worker shares nothing with other workers but the routing snapshot and the
+//! per-backend atomics in it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -11,28 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::channel::mpsc::UnboundedReceiver;
-use monoio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::buffers::{self, BufferPool};
+use super::buffers::BufferPool;
 use super::clock::now_ms;
-use super::command::WorkerCommand;
-use super::listener::is_resource_exhaustion;
 use super::pipes::PipePool;
 use super::relay::{HalfClose, Leg};
 use super::routing::{Routing, RoutingSnapshot, ServiceRoute};
-use super::session;
 use super::signal::Signal;
 use crate::config::{BackendKey, Service};
 use crate::counters::events::{During, Exhausted, LocalEvents, SessionTimeout};
 use crate::counters::{BackendStats, ServiceStats, WorkerStats};
 use crate::health::PassiveEvent;
 
-/// How long accepting pauses when the process or system is out of descriptors or memory:
-/// long enough for sessions to end and free some, short enough to stay responsive.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// At most one "out of descriptors" log line per worker per this many milliseconds.
 const ACCEPT_LOG_EVERY_MS: u64 = 5_000;
 
@@ -72,23 +64,11 @@ pub struct Worker {
     /// every session until then (100k idle sessions would otherwise cost a walk each tick).
     next_sweep_ms: Cell<u64>,
     next_session: Cell<u64>,
-    listeners: RefCell<HashMap<SocketAddr, Rc<Signal>>>,
+    /// Each listener's accept task stops when its signal fires.
+    pub(super) listeners: RefCell<HashMap<SocketAddr, Rc<Signal>>>,
     /// Sessions alive across all workers, for the drain at shutdown.
     live: Arc<AtomicUsize>,
     last_accept_warning_ms: Cell<Option<u64>>,
-}
-
-/// Everything a worker thread needs, built on the control thread (all `Send`).
-pub struct WorkerSeed {
-    pub id: usize,
-    pub routing: Arc<Routing>,
-    pub options: RelayOptions,
-    pub max_pipes: usize,
-    pub passive: UnboundedSender<PassiveEvent>,
-    pub stats: WorkerStats,
-    pub live: Arc<AtomicUsize>,
-    pub listeners: Vec<(SocketAddr, std::net::TcpListener)>,
-    pub commands: UnboundedReceiver<WorkerCommand>,
 }
 
 /// Timeouts are checked by one sweep per worker this often, not by a timer per session (a
@@ -173,6 +153,35 @@ impl Drop for LiveGuard {
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)] // one per part of the worker's state, named
+    pub(super) fn new(
+        id: usize,
+        routing: Arc<Routing>,
+        options: RelayOptions,
+        pipes: Rc<PipePool>,
+        buffers: Rc<BufferPool>,
+        passive: UnboundedSender<PassiveEvent>,
+        stats: WorkerStats,
+        live: Arc<AtomicUsize>,
+    ) -> Rc<Worker> {
+        Rc::new(Worker {
+            id,
+            routing,
+            options,
+            pipes,
+            buffers,
+            passive,
+            stats,
+            stats_cache: RefCell::new(StatsCache::default()),
+            sessions: RefCell::new(HashMap::new()),
+            next_session: Cell::new(0),
+            next_sweep_ms: Cell::new(0),
+            listeners: RefCell::new(HashMap::new()),
+            live,
+            last_accept_warning_ms: Cell::new(None),
+        })
+    }
+
     pub fn count_live(&self) -> LiveGuard {
         self.live.fetch_add(1, Ordering::Relaxed);
         LiveGuard(Arc::clone(&self.live))
@@ -211,7 +220,7 @@ impl Worker {
 
     /// Closes every session whose timeout has expired at `now`, and notes when the next
     /// one could.
-    fn close_expired(&self, now: u64) {
+    pub(super) fn close_expired(&self, now: u64) {
         if now < self.next_sweep_ms.get() {
             return;
         }
@@ -262,28 +271,7 @@ impl Worker {
         set
     }
 
-    fn add_listener(self: &Rc<Self>, addr: SocketAddr, listener: std::net::TcpListener) {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(err) => {
-                tracing::error!(worker = self.id, %addr, %err, "cannot register listener with the runtime");
-                return;
-            }
-        };
-        let stop = Rc::new(Signal::default());
-        if let Some(previous) = self.listeners.borrow_mut().insert(addr, Rc::clone(&stop)) {
-            previous.fire();
-        }
-        monoio::spawn(accept_loop(Rc::clone(self), listener, addr, stop));
-    }
-
-    fn remove_listener(&self, addr: &SocketAddr) {
-        if let Some(stop) = self.listeners.borrow_mut().remove(addr) {
-            stop.fire();
-        }
-    }
-
-    fn close_sessions(&self, matching: impl Fn(&BackendKey) -> bool) -> usize {
+    pub(super) fn close_sessions(&self, matching: impl Fn(&BackendKey) -> bool) -> usize {
         let sessions = self.sessions.borrow();
         let mut closed = 0;
         for watch in sessions.values() {
@@ -321,139 +309,9 @@ impl Worker {
     }
 
     /// Logs an accept failure at most once per [`ACCEPT_LOG_EVERY_MS`].
-    fn warn_accept(&self, addr: SocketAddr, err: &std::io::Error) {
+    pub(super) fn warn_accept(&self, addr: SocketAddr, err: &std::io::Error) {
         if self.resource_warning_due() {
             tracing::warn!(worker = self.id, %addr, %err, "accept failed; pausing new connections briefly");
-        }
-    }
-}
-
-async fn accept_loop(
-    worker: Rc<Worker>,
-    listener: TcpListener,
-    addr: SocketAddr,
-    stop: Rc<Signal>,
-) {
-    tracing::debug!(worker = worker.id, %addr, "accepting");
-    loop {
-        if stop.is_fired() {
-            break;
-        }
-        let accepted = monoio::select! {
-            _ = stop.wait() => None,
-            result = listener.accept() => Some(result),
-        };
-        match accepted {
-            None => break,
-            Some(Ok((stream, peer))) => {
-                monoio::spawn(session::serve(Rc::clone(&worker), stream, peer, addr));
-            }
-            Some(Err(err)) if is_resource_exhaustion(&err) => {
-                if let Some(resource) = Exhausted::of(&err) {
-                    worker.events().exhausted(resource, During::Accept);
-                }
-                worker.warn_accept(addr, &err);
-                monoio::time::sleep(ACCEPT_PAUSE).await;
-            }
-            Some(Err(err)) => {
-                // ECONNABORTED and friends concern one connection; still never spin on a
-                // persistent error.
-                worker.warn_accept(addr, &err);
-                monoio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
-    tracing::debug!(worker = worker.id, %addr, "listener closed");
-}
-
-/// Closes the pool's expired idle pipes every few seconds until `stop` fires.
-async fn sweep_idle_pipes(pipes: Rc<PipePool>, stop: Rc<Signal>) {
-    let every = super::pipes::IDLE_TTL / 2;
-    loop {
-        monoio::select! {
-            _ = stop.wait() => return,
-            _ = monoio::time::sleep(every) => pipes.close_idle(std::time::Instant::now()),
-        }
-    }
-}
-
-/// Sweeps the worker's sessions for expired timeouts every [`TIMEOUT_SWEEP`] until `stop`.
-async fn sweep_timeouts(worker: Rc<Worker>, stop: Rc<Signal>) {
-    loop {
-        monoio::select! {
-            _ = stop.wait() => return,
-            _ = monoio::time::sleep(TIMEOUT_SWEEP) => worker.close_expired(now_ms()),
-        }
-    }
-}
-
-/// Fires its signal when dropped: a task tied to a scope ends with it.
-struct FireOnDrop(Rc<Signal>);
-
-impl Drop for FireOnDrop {
-    fn drop(&mut self) {
-        self.0.fire();
-    }
-}
-
-/// The worker's main task: start the initial listeners, then obey commands until `Exit`
-/// (or until the control plane drops its sender).
-pub async fn run(seed: WorkerSeed) {
-    let WorkerSeed {
-        id,
-        routing,
-        options,
-        max_pipes,
-        passive,
-        stats,
-        live,
-        listeners,
-        mut commands,
-    } = seed;
-    let pipes = PipePool::new(max_pipes, Arc::clone(stats.events()));
-    let buffers = BufferPool::new(options.buffer_size, buffers::IDLE_KEEP, stats.events());
-    let worker = Rc::new(Worker {
-        id,
-        routing,
-        options,
-        pipes: Rc::clone(&pipes),
-        buffers,
-        passive,
-        stats,
-        stats_cache: RefCell::new(StatsCache::default()),
-        sessions: RefCell::new(HashMap::new()),
-        next_session: Cell::new(0),
-        next_sweep_ms: Cell::new(0),
-        listeners: RefCell::new(HashMap::new()),
-        live,
-        last_accept_warning_ms: Cell::new(None),
-    });
-    for (addr, listener) in listeners {
-        worker.add_listener(addr, listener);
-    }
-    let sweeper = Rc::new(Signal::default());
-    monoio::spawn(sweep_idle_pipes(pipes, Rc::clone(&sweeper)));
-    monoio::spawn(sweep_timeouts(Rc::clone(&worker), Rc::clone(&sweeper)));
-    let _stop_sweeper = FireOnDrop(sweeper);
-    while let Some(command) = commands.next().await {
-        match command {
-            WorkerCommand::AddListener { addr, listener } => worker.add_listener(addr, listener),
-            WorkerCommand::RemoveListener(addr) => worker.remove_listener(&addr),
-            WorkerCommand::CloseBackend(key) => {
-                let closed = worker.close_sessions(|k| *k == key);
-                tracing::info!(worker = id, backend = %key.backend, service = %key.service, closed, "closed sessions of a down backend");
-            }
-            WorkerCommand::StopAccepting => {
-                let addrs: Vec<SocketAddr> = worker.listeners.borrow().keys().copied().collect();
-                for addr in addrs {
-                    worker.remove_listener(&addr);
-                }
-            }
-            WorkerCommand::CloseAllSessions => {
-                let closed = worker.close_sessions(|_| true);
-                tracing::info!(worker = id, closed, "closed remaining sessions");
-            }
-            WorkerCommand::Exit => break,
         }
     }
 }
