@@ -93,6 +93,13 @@ impl Collector for EventsCollector {
             None,
             &[(Vec::new(), events.splice_pipes_open())],
         )?;
+        gauges(
+            e,
+            "relay_buffers_lent",
+            "Copy buffers lent to relay directions now (an idle session holds none; only a direction holding bytes does)",
+            None,
+            &[(Vec::new(), events.relay_buffers_lent())],
+        )?;
         let per_endpoint = |cells: &[AtomicU64; 2]| -> Vec<(Labels, u64)> {
             AdminEndpoint::ALL
                 .iter()
