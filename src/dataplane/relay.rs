@@ -169,20 +169,10 @@ fn stream_of(shared: &Rc<UnsafeCell<TcpStream>>) -> &TcpStream {
     unsafe { &*shared.get() }
 }
 
-/// `recv(2)` without waiting: `Ok(0)` at EOF, `WouldBlock` when nothing is there.
-fn recv_now(fd: RawFd, buffer: &mut [u8]) -> io::Result<usize> {
+/// Runs a byte-count syscall again while a signal interrupts it: the count, or the error.
+fn retry_interrupted(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: `buffer` is a live, exclusively borrowed slice for the whole (synchronous)
-        // call and the kernel writes at most `buffer.len()` bytes into it; `fd` is owned by
-        // the caller's stream, open for the call.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = call();
         if n >= 0 {
             return Ok(n.unsigned_abs());
         }
@@ -193,27 +183,33 @@ fn recv_now(fd: RawFd, buffer: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `recv(2)` without waiting: `Ok(0)` at EOF, `WouldBlock` when nothing is there.
+fn recv_now(fd: RawFd, buffer: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buffer` is a live, exclusively borrowed slice for the whole (synchronous)
+    // call and the kernel writes at most `buffer.len()` bytes into it; `fd` is owned by the
+    // caller's stream, open for the call.
+    retry_interrupted(|| unsafe {
+        libc::recv(
+            fd,
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
+}
+
 /// `send(2)` without waiting (and without SIGPIPE): how many bytes the socket took.
 fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `data` is a live slice for the whole (synchronous) call and the kernel
-        // reads at most `data.len()` bytes from it; `fd` is owned by the caller's stream.
-        let n = unsafe {
-            libc::send(
-                fd,
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            return Ok(n.unsigned_abs());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
+    // SAFETY: `data` is a live slice for the whole (synchronous) call and the kernel reads
+    // at most `data.len()` bytes from it; `fd` is owned by the caller's stream.
+    retry_interrupted(|| unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 /// Writes all of `data` to `to`, waiting for room when the peer does not drain (the buffer
