@@ -463,11 +463,24 @@ fn active_active_over_bgp_ecmp(family: &'static Family) {
         "ECMP did not spread the connections over every host: {counted:?}"
     );
     // `check --online` on lb1's file: BIRD answers, both sessions established.
-    let online = Command::new(env!("CARGO_BIN_EXE_alive-proxy"))
-        .args(["check", "--online", "--config"])
-        .arg(site.dir.path().join("lb1.yaml"))
-        .output()
-        .expect("run alive-proxy check --online");
+    // The other family's session may still be coming up (BIRD retries it on its own
+    // timer): ask again for a bounded time rather than judging the first answer.
+    let check_online = || {
+        Command::new(env!("CARGO_BIN_EXE_alive-proxy"))
+            .args(["check", "--online", "--config"])
+            .arg(site.dir.path().join("lb1.yaml"))
+            .output()
+            .expect("run alive-proxy check --online")
+    };
+    let mut online = check_online();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(online.status.success()
+        && String::from_utf8_lossy(&online.stdout).contains("session up4: up Established"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        online = check_online();
+    }
     let online_text = String::from_utf8_lossy(&online.stdout);
     assert!(
         online.status.success() && online_text.contains("session up4: up Established"),
